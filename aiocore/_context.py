@@ -1,0 +1,819 @@
+"""``AioContext``: one event loop, orchestrating the parts that live elsewhere.
+
+:meth:`AioContext.poll` is written to be read beside SPEC section 2; the
+numbered comments are its steps.  The parts it orchestrates each have their
+own module: the fd table (:mod:`._fdtable`), bottom halves (:mod:`._bh`),
+timers (:mod:`._timers`), poll mode (:mod:`._pollmode`) and the backend
+(:mod:`aiocore.backend`, chosen through :mod:`._plugins`).  The core never
+imports a backend and never branches on a backend's name.
+
+The notify protocol (SPEC 6), or why no wake-up is lost
+--------------------------------------------------------
+
+Two flags: ``_notify_me`` (written only by the home thread: non-zero while a
+blocking ``poll()`` may sleep in the backend) and ``_notified`` (written by
+anyone through :meth:`notify`).
+
+* A waker first publishes its work (queues a BH, arms a timer, changes a
+  handler), **then** sets ``_notified``, **then** reads ``_notify_me``, and
+  kicks the internal notifier's fd only if it is non-zero.
+* The poller first raises ``_notify_me``, **then** computes its timeout
+  (reading the BH queue and the timer heads) and checks ``_notified``, **then**
+  sleeps.
+
+If the waker read ``_notify_me == 0``, the poller had not raised it yet, so its
+timeout computation comes after the waker's publication and sees the work
+(timeout 0).  If the waker read it non-zero, it kicks the fd and the sleep
+returns.  Either way the poller does not sleep past published work.  Both
+sides are plain attribute stores and loads; CPython executes them in program
+order (the GIL, and on free-threaded builds the per-object critical sections,
+give sequentially consistent attribute access), which is all the argument
+needs.  After the wait the poller accepts the notification (clears
+``_notified`` and drains the fd if it was kicked); a kick that lands after
+the drain only causes one spurious, harmless wake-up, never a lost one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from time import monotonic_ns
+from typing import Any, Final, TypeAlias
+
+from . import _clocks
+from ._bh import BH, BHQueue
+from ._clocks import SCALE_MS, SCALE_NS, SCALE_US, Clock
+from ._config import Resolved, resolve
+from ._errors import check_callback, check_fd, check_nonneg_int
+from ._fdtable import AioHandler, FdTable
+from ._notifier import EventNotifier
+from ._plugins import PluginRegistry, default_registry
+from ._pollmode import PollMode
+from ._timers import Timer, TimerGroup
+from .backend import EVENT_IN, EVENT_NVAL, EVENT_OUT, READ_EVENTS, WRITE_EVENTS, Backend
+
+__all__ = ["AioContext", "ExceptionHandler"]
+
+log = logging.getLogger("aiocore")
+
+ExceptionHandler: TypeAlias = Callable[["AioContext", BaseException], object]
+Callback: TypeAlias = Callable[[Any], object]
+PollCallback: TypeAlias = Callable[[Any], bool]
+
+#: An idle BH caps a blocking wait at this (SPEC 7).
+IDLE_BH_TIMEOUT_NS: Final = 10 * SCALE_MS
+_NO_EVENTS: Final[list[tuple[int, int]]] = []
+
+_get_ident = threading.get_ident
+
+
+class AioContext:
+    """An event loop in the shape of QEMU's ``AioContext``.
+
+    :param backend: a backend name, a list of names (the first available is
+        used), or ``None`` to let ``AIOCORE_BACKEND``, then the config file,
+        then ``"auto"`` decide.
+    :param poll_max_ns: cap of the adaptive busy-poll window (0 = off), and
+        *poll_grow*, *poll_shrink*: see :meth:`set_poll_params`.  ``None``
+        takes the config file's value, else 0.
+    :param registry: the plugin registry to take backends and notifiers from;
+        default: the process's (:func:`aiocore.default_registry`).
+
+    The creating thread is the context's *home thread*: the only one allowed
+    to :meth:`poll`.  Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        backend: str | Sequence[str] | None = None,
+        *,
+        poll_max_ns: int | None = None,
+        poll_grow: int | None = None,
+        poll_shrink: int | None = None,
+        registry: PluginRegistry | None = None,
+    ) -> None:
+        # Everything is checked before any OS resource is taken, so a bad
+        # argument leaks nothing.
+        if backend is not None:
+            if isinstance(backend, str):
+                names = [backend]
+            elif isinstance(backend, (list, tuple)) and all(isinstance(b, str) for b in backend):
+                names = list(backend)
+            else:
+                raise TypeError(
+                    "backend must be a backend name (str), a list of names, or None, "
+                    f"got {type(backend).__name__} {backend!r}"
+                )
+            if not names or not all(names):
+                raise ValueError(f"backend must name at least one backend, got {backend!r}")
+        poll_args = {
+            "poll_max_ns": poll_max_ns,
+            "poll_grow": poll_grow,
+            "poll_shrink": poll_shrink,
+        }
+        for key, value in poll_args.items():
+            if value is not None:
+                check_nonneg_int(value, key)
+        reg = default_registry() if registry is None else registry
+        if not isinstance(reg, PluginRegistry):
+            raise TypeError(f"registry must be a PluginRegistry, got {type(reg).__name__}")
+        cfg = resolve(backend, poll=poll_args, registry=reg)
+        reg.check_backend_names(cfg.backend.value)
+        options = {name: cfg.options_for(reg, name) for name in reg.backends}
+        notifier_cls = reg.notifier_class(cfg.notifier.value)
+
+        self._registry = reg
+        self._config: Resolved = cfg
+        self._home: int | None = _get_ident()
+        self._closed = False
+        self._lock = threading.RLock()
+        self._lock_owner: int | None = None
+        self._lock_depth = 0
+        self._hlock = threading.Lock()  # serialises handler changes
+        self._exc_handler: ExceptionHandler | None = None
+
+        # SPEC 6 state.
+        self._notify_me = 0
+        self._notified = False
+        self._kicked = False
+
+        self._depth = 0  # poll() nesting level
+        self._external_disabled = 0
+        self._table = FdTable()
+        self._poll_ready: list[AioHandler] = []
+        self._leftover: list[tuple[int, int]] = []
+        self._bhs = BHQueue(self.notify, self._handle_exception)
+        self._timers = TimerGroup(self.notify, self._handle_exception)
+        self._pollmode = PollMode(
+            cfg.poll["poll_max_ns"].value, cfg.poll["poll_grow"].value, cfg.poll["poll_shrink"].value
+        )
+
+        self._backend: Backend = reg.open_backend(
+            cfg.backend.value, options.__getitem__, self._log_backend
+        )
+        try:
+            self._event: EventNotifier = notifier_cls()
+            try:
+                fd = self._event.fileno()
+                node = AioHandler(fd, self._drain_notifier, None, None, None, self._event,
+                                  False, EVENT_IN)
+                self._table.special = node
+                self._backend.update(fd, 0, EVENT_IN)
+                self._table.replace(fd, node)
+                self._notifier_node = node
+            except BaseException:
+                self._event.close()
+                raise
+        except BaseException:
+            self._backend.close()
+            raise
+        _clocks.register_context(self)
+        self._sources: Any = None
+        try:
+            reg.call_lifecycle("aiocore_context_created", self)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- introspection -----------------------------------------------------
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<AioContext closed>"
+        return (
+            f"<AioContext backend={self.backend_name} fds={len(self._table.nodes) - 1} "
+            f"poll_max_ns={self._pollmode.max_ns}>"
+        )
+
+    @property
+    def backend_name(self) -> str:
+        """The backend doing the work now (``"epoll"`` after ``auto`` upgraded)."""
+        self._check_open()
+        return self._backend.name
+
+    @property
+    def registry(self) -> PluginRegistry:
+        """The plugin registry this context took its backend from."""
+        return self._registry
+
+    @property
+    def config(self) -> Resolved:
+        """The resolved configuration, with where each value came from."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    @property
+    def poll_ns(self) -> int:
+        """The current adaptive busy-poll window in nanoseconds."""
+        return self._pollmode.ns
+
+    @property
+    def poll_max_ns(self) -> int:
+        """The cap of the busy-poll window; 0 means polling is off."""
+        return self._pollmode.max_ns
+
+    @property
+    def poll_grow(self) -> int:
+        """The factor the window grows by (0 means 2)."""
+        return self._pollmode.grow
+
+    @property
+    def poll_shrink(self) -> int:
+        """The divisor the window shrinks by (0 means reset to 0)."""
+        return self._pollmode.shrink
+
+    @property
+    def sources(self) -> Any:
+        """Handler sources registered by plugins, by name: ``ctx.sources.socket``."""
+        self._check_open()
+        if self._sources is None:
+            from ._sources import SourceNamespace
+
+            self._sources = SourceNamespace(self)
+        return self._sources
+
+    def in_home_thread(self) -> bool:
+        """True in the thread that may :meth:`poll` this context."""
+        return _get_ident() == self._home
+
+    # -- checks ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this AioContext is closed")
+
+    def _check_thread(self, what: str) -> None:
+        ident = _get_ident()
+        if ident != self._home and ident != self._lock_owner:
+            raise RuntimeError(
+                f"{what}() from a thread other than the context's home thread "
+                "requires holding ctx.acquire()"
+            )
+
+    def _wrong_thread(self) -> None:
+        self._check_open()
+        raise RuntimeError(
+            "poll() may only be called from the context's home thread "
+            f"(thread id {self._home}); this is thread id {_get_ident()}"
+        )
+
+    def _log_backend(self, message: str) -> None:
+        log.warning("%r: %s", self, message)
+
+    # -- exception handling (SPEC 12) ---------------------------------------
+
+    def set_exception_handler(self, handler: ExceptionHandler | None) -> None:
+        """Route exceptions raised by callbacks to ``handler(ctx, exc)``.
+
+        ``None`` restores the default, which logs the exception with its
+        traceback on the ``aiocore`` logger.  A handler that raises makes
+        ``poll()`` raise, after the context restored its invariants.
+        """
+        self._check_open()
+        self._exc_handler = check_callback(handler, "handler", optional=True)
+
+    def _handle_exception(self, exc: BaseException) -> None:
+        handler = self._exc_handler
+        if handler is None:
+            log.error("exception in an aiocore callback on %r", self, exc_info=exc)
+        else:
+            handler(self, exc)
+
+    # -- notify (SPEC 6) ----------------------------------------------------
+
+    def notify(self) -> None:
+        """Wake a blocking :meth:`poll`, now or the next one.  Any thread."""
+        if self._closed:
+            raise RuntimeError("this AioContext is closed")
+        self._notified = True
+        if self._notify_me:
+            self._kicked = True
+            self._event.set()
+
+    def _drain_notifier(self, event: EventNotifier) -> None:
+        # io_read of the internal notifier: never progress.
+        self._kicked = False
+        event.test_and_clear()
+
+    # -- fd handlers (SPEC 3, 4) ---------------------------------------------
+
+    def set_fd_handler(
+        self,
+        fd: Any,
+        io_read: Callback | None = None,
+        io_write: Callback | None = None,
+        io_poll: PollCallback | None = None,
+        opaque: object = None,
+        *,
+        is_external: bool = False,
+        io_poll_ready: Callback | None = None,
+    ) -> None:
+        """Register, replace or remove (all three callbacks ``None``) *fd*'s handler.
+
+        Callbacks are called as ``cb(opaque)``.  ``io_read`` runs when the fd
+        is readable or hung up or in error, ``io_write`` when it is writable or
+        in error; ``io_poll(opaque) -> bool`` checks for work without a system
+        call (adaptive polling); ``io_poll_ready`` runs instead of ``io_read``
+        when ``io_poll`` found work.  *fd* is an int or an object with
+        ``fileno()``.  From a thread other than the home thread, hold
+        :meth:`acquire`.  Remove a handler before closing its fd.
+        """
+        self._check_open()
+        fd = check_fd(fd)
+        check_callback(io_read, "io_read", optional=True)
+        check_callback(io_write, "io_write", optional=True)
+        check_callback(io_poll, "io_poll", optional=True)
+        check_callback(io_poll_ready, "io_poll_ready", optional=True)
+        if not isinstance(is_external, bool):
+            raise TypeError(
+                f"is_external must be a bool, got {type(is_external).__name__} {is_external!r}"
+            )
+        if io_poll_ready is not None and io_poll is None:
+            raise ValueError("io_poll_ready needs io_poll: it runs when io_poll found work")
+        if fd == self._notifier_node.fd:
+            raise ValueError(f"fd {fd} is the context's own notifier; it cannot be replaced")
+        self._check_thread("set_fd_handler")
+        with self._hlock:
+            changed = self._set_handler(
+                fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external
+            )
+        if changed:
+            self.notify()
+
+    def _effective(self, node: AioHandler) -> int:
+        if node.is_external and self._external_disabled:
+            return 0
+        return node.mask
+
+    def _set_handler(
+        self,
+        fd: int,
+        io_read: Callback | None,
+        io_write: Callback | None,
+        io_poll: PollCallback | None,
+        io_poll_ready: Callback | None,
+        opaque: object,
+        is_external: bool,
+    ) -> bool:
+        table = self._table
+        old = table.nodes.get(fd)
+        old_mask = 0 if old is None else self._effective(old)
+        if io_read is None and io_write is None and io_poll is None:
+            if old is None:
+                return False
+            table.replace(fd, None)
+            if old_mask:
+                try:
+                    self._backend.update(fd, old_mask, 0)
+                except OSError as exc:
+                    # epoll forgets a closed fd silently; it surfaces here.
+                    self._handle_exception(self._fd_error(fd, exc, "removing its handler"))
+            return True
+        mask = (EVENT_IN if io_read is not None else 0) | (
+            EVENT_OUT if io_write is not None else 0
+        )
+        node = AioHandler(fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external, mask)
+        new_mask = self._effective(node)
+        if new_mask != old_mask:
+            # May raise OSError (a closed fd, a regular file on epoll): then
+            # nothing has changed yet.
+            self._backend.update(fd, old_mask, new_mask)
+        table.replace(fd, node)
+        return True
+
+    def _fd_error(self, fd: int, exc: OSError, doing: str) -> OSError:
+        err = OSError(
+            exc.errno,
+            f"fd {fd}: {exc.strerror or exc} while {doing} on backend {self._backend.name!r} "
+            "(was the fd closed while registered? remove the handler before closing the fd)",
+        )
+        err.__cause__ = exc
+        return err
+
+    def set_fd_poll(
+        self, fd: Any, io_poll_begin: Callback | None, io_poll_end: Callback | None
+    ) -> None:
+        """Set the hooks called when poll mode starts and ends for *fd*'s handler.
+
+        A no-op if *fd* has no handler; not carried over when the handler
+        changes.
+        """
+        self._check_open()
+        fd = check_fd(fd)
+        check_callback(io_poll_begin, "io_poll_begin", optional=True)
+        check_callback(io_poll_end, "io_poll_end", optional=True)
+        self._check_thread("set_fd_poll")
+        with self._hlock:
+            node = self._table.nodes.get(fd)
+            if node is not None and node is not self._notifier_node:
+                node.io_poll_begin = io_poll_begin
+                node.io_poll_end = io_poll_end
+
+    def set_event_notifier(
+        self,
+        notifier: EventNotifier,
+        io_read: Callable[[EventNotifier], object] | None,
+        io_poll: Callable[[EventNotifier], bool] | None = None,
+        *,
+        is_external: bool = False,
+        io_poll_ready: Callable[[EventNotifier], object] | None = None,
+    ) -> None:
+        """``set_fd_handler(notifier.fileno(), io_read, io_poll=io_poll, opaque=notifier)``.
+
+        ``io_read=None`` (and no ``io_poll``) removes it.
+        """
+        self._check_open()
+        if not isinstance(notifier, EventNotifier):
+            raise TypeError(
+                f"notifier must be an EventNotifier, got {type(notifier).__name__} {notifier!r}"
+            )
+        if notifier.closed:
+            raise ValueError(f"notifier is closed: {notifier!r}")
+        self.set_fd_handler(
+            notifier.fileno(),
+            io_read,
+            None,
+            io_poll,
+            notifier,
+            is_external=is_external,
+            io_poll_ready=io_poll_ready,
+        )
+
+    def set_event_notifier_poll(
+        self,
+        notifier: EventNotifier,
+        io_poll_begin: Callable[[EventNotifier], object] | None,
+        io_poll_end: Callable[[EventNotifier], object] | None,
+    ) -> None:
+        """:meth:`set_fd_poll` for an event notifier."""
+        self._check_open()
+        if not isinstance(notifier, EventNotifier):
+            raise TypeError(
+                f"notifier must be an EventNotifier, got {type(notifier).__name__} {notifier!r}"
+            )
+        self.set_fd_poll(notifier.fileno(), io_poll_begin, io_poll_end)
+
+    # -- external clients (SPEC 9) ----------------------------------------
+
+    def disable_external(self) -> None:
+        """Stop dispatching, polling and waiting on ``is_external`` handlers (nests)."""
+        self._check_open()
+        self._check_thread("disable_external")
+        with self._hlock:
+            self._external_disabled += 1
+            if self._external_disabled == 1:
+                self._refresh_external(True)
+
+    def enable_external(self) -> None:
+        """Undo one :meth:`disable_external`; at zero, resume and notify."""
+        self._check_open()
+        self._check_thread("enable_external")
+        with self._hlock:
+            if self._external_disabled == 0:
+                raise RuntimeError("enable_external() without a matching disable_external()")
+            self._external_disabled -= 1
+            if self._external_disabled:
+                return
+            self._refresh_external(False)
+        self.notify()
+
+    @property
+    def external_disabled(self) -> int:
+        """How many :meth:`disable_external` calls are in force."""
+        return self._external_disabled
+
+    def _refresh_external(self, disabling: bool) -> None:
+        backend = self._backend
+        for fd, node in list(self._table.nodes.items()):
+            if node.is_external and node.mask:
+                try:
+                    if disabling:
+                        backend.update(fd, node.mask, 0)
+                    else:
+                        backend.update(fd, 0, node.mask)
+                except OSError as exc:
+                    action = "pausing" if disabling else "resuming"
+                    self._handle_exception(self._fd_error(fd, exc, f"{action} external clients"))
+
+    # -- bottom halves (SPEC 7) ---------------------------------------------
+
+    def bh_new(self, cb: Callback, opaque: object = None) -> BH:
+        """Make a bottom half that will run ``cb(opaque)``; schedule it with ``schedule()``."""
+        self._check_open()
+        return self._bhs.new(cb, opaque)
+
+    def bh_schedule_oneshot(self, cb: Callback, opaque: object = None) -> None:
+        """Run ``cb(opaque)`` once at the next BH pass.  Any thread."""
+        self._check_open()
+        self._bhs.schedule_oneshot(check_callback(cb, "cb"), opaque)
+
+    # -- timers (SPEC 8) ----------------------------------------------------
+
+    def timer_new(self, clock: Clock, scale: int, cb: Callback, opaque: object = None) -> Timer:
+        """Make a timer on *clock* whose expiry is counted in units of *scale* ns."""
+        self._check_open()
+        return self._timers.new(clock, scale, cb, opaque)
+
+    def timer_new_ns(self, clock: Clock, cb: Callback, opaque: object = None) -> Timer:
+        """``timer_new(clock, SCALE_NS, cb, opaque)``."""
+        return self.timer_new(clock, SCALE_NS, cb, opaque)
+
+    def timer_new_us(self, clock: Clock, cb: Callback, opaque: object = None) -> Timer:
+        """``timer_new(clock, SCALE_US, cb, opaque)``."""
+        return self.timer_new(clock, SCALE_US, cb, opaque)
+
+    def timer_new_ms(self, clock: Clock, cb: Callback, opaque: object = None) -> Timer:
+        """``timer_new(clock, SCALE_MS, cb, opaque)``."""
+        return self.timer_new(clock, SCALE_MS, cb, opaque)
+
+    # -- poll parameters (SPEC 5) -------------------------------------------
+
+    def set_poll_params(self, max_ns: int, grow: int, shrink: int) -> None:
+        """Set the adaptive polling cap and factors; resets the window and notifies."""
+        self._check_open()
+        values = (
+            check_nonneg_int(max_ns, "max_ns"),
+            check_nonneg_int(grow, "grow"),
+            check_nonneg_int(shrink, "shrink"),
+        )
+        self._pollmode.set_params(*values)
+        self.notify()
+
+    # -- locking (SPEC 11) --------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the context's recursive lock, so this thread may change handlers."""
+        self._check_open()
+        self._lock.acquire()
+        self._lock_owner = _get_ident()
+        self._lock_depth += 1
+
+    def release(self) -> None:
+        """Release one level of :meth:`acquire`."""
+        if self._lock_owner != _get_ident():
+            raise RuntimeError("release() of an AioContext lock this thread does not hold")
+        self._lock_depth -= 1
+        if self._lock_depth == 0:
+            self._lock_owner = None
+        self._lock.release()
+
+    # -- the loop (SPEC 2) --------------------------------------------------
+
+    def poll(self, blocking: bool = True) -> bool:
+        """Run one iteration; return true if it made progress.
+
+        With *blocking*, wait until there is something to do.  See SPEC 2 for
+        the steps, numbered below.
+        """
+        # 1. Home thread only (a closed context has no home thread).
+        if _get_ident() != self._home:
+            self._wrong_thread()
+        backend = self._backend
+        if backend.maintenance_due and not self._depth and not self._external_disabled:
+            self._maintain_backend()
+        table = self._table
+        pollmode = self._pollmode
+        start = monotonic_ns() if pollmode.max_ns else 0
+        # 2. Announce a blocking poll before reading any state (SPEC 6).
+        announced = blocking
+        if blocking:
+            self._notify_me += 2
+        self._depth += 1
+        try:
+            # 3. How long may we sleep?
+            timeout = self._compute_timeout() if blocking else 0
+            # 4. Poll mode.
+            progress = False
+            if pollmode.ns and timeout and not table.poll_disable_cnt:
+                progress, hit, timeout = self._busy_poll(timeout)
+            else:
+                hit = False
+            if not hit:
+                if pollmode.started:
+                    self._set_poll_started(False)
+                if self._notified:
+                    timeout = 0
+                if table.poll_nodes and self._poll_once():
+                    progress = True
+                    timeout = 0
+            # 5. Wait, unless every handler was polled and nothing is due.
+            if timeout or table.poll_disable_cnt or backend.need_wait():
+                events = backend.wait(timeout)
+            else:
+                events = _NO_EVENTS
+            # 6. Withdraw the announcement; accept the notification.
+            if announced:
+                self._notify_me -= 2
+                announced = False
+            if self._notified:
+                self._notified = False
+                if self._kicked:
+                    self._kicked = False
+                    self._event.test_and_clear()
+            # 7. Adapt the busy-poll window.
+            if pollmode.max_ns:
+                pollmode.adjust(monotonic_ns() - start)
+            # 8. Record readiness (before BHs run, so a handler a BH replaces
+            # inherits it), run BHs, dispatch fds, then timers.
+            if events:
+                nodes = table.nodes
+                for fd, mask in events:
+                    node = nodes.get(fd)
+                    if node is not None:
+                        node.revents |= mask
+            if self._bhs.count and self._bhs.run():
+                progress = True
+            if (events or self._poll_ready or self._leftover) and self._dispatch(events):
+                progress = True
+            if self._timers.armed and self._timers.run():
+                progress = True
+        finally:
+            if announced:
+                self._notify_me -= 2
+            self._depth -= 1
+        # 9.
+        return progress
+
+    def _compute_timeout(self) -> int:
+        bhs = self._bhs
+        if bhs.busy or self._leftover or self._poll_ready:
+            return 0
+        timeout = IDLE_BH_TIMEOUT_NS if bhs.count else -1
+        if self._timers.armed:
+            deadline = self._timers.deadline_ns()
+            if deadline >= 0 and (timeout < 0 or deadline < timeout):
+                timeout = deadline
+        return timeout
+
+    def _maintain_backend(self) -> None:
+        backend = self._backend
+        before = backend.name
+        backend.maintain()
+        if backend.name != before:
+            log.info("%r: backend switched from %s to %s", self, before, backend.name)
+
+    # -- poll mode (SPEC 5) -------------------------------------------------
+
+    def _set_poll_started(self, started: bool) -> None:
+        self._pollmode.started = started
+        ext_disabled = self._external_disabled
+        for node in list(self._table.nodes.values()):
+            if node.deleted or (node.is_external and ext_disabled):
+                continue
+            fn = node.io_poll_begin if started else node.io_poll_end
+            if fn is not None:
+                try:
+                    fn(node.opaque)
+                except Exception as exc:
+                    self._handle_exception(exc)
+
+    def _poll_once(self) -> bool:
+        """Call every ``io_poll`` once; return true if one found work."""
+        progress = False
+        ext_disabled = self._external_disabled
+        for node in self._table.poll_nodes:
+            if node.deleted or (node.is_external and ext_disabled):
+                continue
+            try:
+                found = node.io_poll(node.opaque)  # type: ignore[misc]
+            except Exception as exc:
+                self._handle_exception(exc)
+                continue
+            if found:
+                progress = True
+                if node.io_poll_ready is not None:
+                    self._poll_ready.append(node)
+        return progress
+
+    def _busy_poll(self, timeout: int) -> tuple[bool, bool, int]:
+        """Busy-poll for up to min(timeout, poll_ns); return (progress, hit, timeout)."""
+        pollmode = self._pollmode
+        window = pollmode.ns if timeout < 0 else min(timeout, pollmode.ns)
+        if not pollmode.started:
+            self._set_poll_started(True)
+        table = self._table
+        start = monotonic_ns()
+        while True:
+            if self._notified:
+                return False, True, 0
+            if self._poll_once():
+                return True, True, 0
+            elapsed = monotonic_ns() - start
+            if elapsed >= window or table.poll_disable_cnt:
+                break
+        if timeout > 0:
+            timeout -= min(timeout, elapsed)
+        return False, False, timeout
+
+    # -- dispatch (SPEC 3) ---------------------------------------------------
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> bool:
+        progress = False
+        handle = self._handle_exception
+        notifier = self._notifier_node
+        try:
+            ready = self._poll_ready
+            while ready:
+                node = ready.pop(0)
+                if node.deleted or (node.is_external and self._external_disabled):
+                    continue
+                progress = True
+                try:
+                    node.io_poll_ready(node.opaque)  # type: ignore[misc]
+                except Exception as exc:
+                    handle(exc)
+            if self._leftover:
+                events = self._leftover + events
+                self._leftover = []
+            nodes = self._table.nodes
+            for fd, _ in events:
+                node = nodes.get(fd)
+                if node is None:
+                    continue
+                revents = node.revents
+                if not revents:
+                    continue
+                node.revents = 0
+                if node.is_external and self._external_disabled:
+                    continue
+                if revents & EVENT_NVAL:
+                    handle(self._fd_error(fd, OSError(errno.EBADF, "Bad file descriptor"),
+                                          "waiting for it"))
+                    continue
+                if revents & READ_EVENTS:
+                    cb = node.io_read
+                    if cb is not None:
+                        try:
+                            cb(node.opaque)
+                        except Exception as exc:
+                            handle(exc)
+                        if node is not notifier:
+                            progress = True
+                if revents & WRITE_EVENTS:
+                    cb = node.io_write
+                    if cb is not None and not node.deleted:
+                        progress = True
+                        try:
+                            cb(node.opaque)
+                        except Exception as exc:
+                            handle(exc)
+        except BaseException:
+            # Readiness not yet dispatched stays on its records; remember
+            # which fds so the next poll() dispatches it (SPEC 12).
+            self._leftover = [(fd, 0) for fd, n in self._table.nodes.items() if n.revents]
+            raise
+        return progress
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Release every OS resource; afterwards every method but this raises.
+
+        Handlers are dropped, not called; their fds belong to their owners and
+        stay open.  Idempotent.
+        """
+        if self._closed:
+            return
+        try:
+            self._registry.call_lifecycle("aiocore_context_closing", self)
+        finally:
+            if self._sources is not None:
+                self._sources.close()
+            self._closed = True
+            self._home = None
+            _clocks.unregister_context(self)
+            self._bhs.close()
+            self._timers.close()
+            try:
+                self._backend.close()
+            finally:
+                self._event.close()
+                self._table = FdTable()
+                self._table.special = self._notifier_node
+
+    def __enter__(self) -> AioContext:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers for tests and tools ----------------------------------------
+
+    def handler_fds(self) -> list[int]:
+        """The fds with a registered handler (the internal notifier excluded)."""
+        self._check_open()
+        special = self._notifier_node
+        return [fd for fd, node in self._table.nodes.items() if node is not special]
+
+    def backend_statistics(self) -> dict[str, object]:
+        """The backend's own counters (``Backend.statistics()``)."""
+        self._check_open()
+        return {"backend": self._backend.name, **self._backend.statistics()}
+

@@ -1,0 +1,444 @@
+"""Plugin loading on pluggy: built-ins by short name, then the entry-point group.
+
+Order of loading (pytest's, adapted):
+
+1. The hook specifications of :mod:`aiocore.hookspec`.
+2. The built-in plugins, each an ordinary plugin module in the
+   ``aiocore_plugins`` package, registered under its short name
+   (:data:`BUILTIN_PLUGINS`).
+3. Unless ``AIOCORE_DISABLE_PLUGIN_AUTOLOAD=1``, every entry point of the
+   ``aiocore`` group, registered under the entry point's name.
+
+``AIOCORE_BLOCK_PLUGINS=a,b`` blocks plugins by the names ``aiocore plugins``
+shows, built-ins included.  A plugin that fails to import, has a misspelt hook,
+or raises in a registration hook is skipped with a warning naming it, unless
+``AIOCORE_STRICT_PLUGINS=1``, which raises :class:`PluginError`.  Two plugins
+registering one backend name is always an error: picking one silently would
+be the kind of fallback a user cannot see.
+
+A :class:`PluginRegistry` is an ordinary object: nothing is loaded at
+``import aiocore``.  :func:`default_registry` builds the process's registry on
+first use; tests build their own and pass it to ``AioContext(registry=...)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import pluggy
+
+from . import hookspec
+from ._errors import BackendUnavailable, PluginError, UnknownBackendError
+from ._notifier import EventNotifier
+from .backend import Backend, BackendSetup
+
+if TYPE_CHECKING:
+    from ._context import AioContext
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "BackendInfo",
+    "PluginInfo",
+    "PluginRegistry",
+    "PluginWarning",
+    "Registrar",
+    "default_registry",
+]
+
+log = logging.getLogger("aiocore")
+
+#: Short names of the built-in plugins, in load order; each is the module
+#: ``aiocore_plugins.<name>``.
+BUILTIN_PLUGINS: Final = ("notifier", "poll", "epoll", "io_uring", "kqueue", "auto")
+BUILTIN_PACKAGE: Final = "aiocore_plugins"
+#: The entry-point group, which is also pluggy's project name.
+ENTRY_POINT_GROUP: Final = "aiocore"
+
+
+class PluginWarning(UserWarning):
+    """A plugin was skipped because it failed to load or register."""
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+@dataclass
+class PluginInfo:
+    """What ``aiocore plugins`` shows about one plugin."""
+
+    name: str
+    module: str
+    dist: str | None
+    builtin: bool
+    status: str = "loaded"  # "loaded", "blocked" or "failed"
+    error: str | None = None
+    provides: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A registered backend class and who provides it."""
+
+    name: str
+    cls: type[Backend]
+    plugin: str
+    dist: str | None
+
+
+@dataclass(frozen=True)
+class NotifierInfo:
+    """A registered :class:`EventNotifier` implementation and who provides it."""
+
+    name: str
+    cls: type[EventNotifier]
+    plugin: str
+    dist: str | None
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A registered handler-source factory and who provides it."""
+
+    name: str
+    factory: Callable[[AioContext], object]
+    plugin: str
+    dist: str | None
+
+
+class Registrar:
+    """The ``register`` callable handed to one plugin's registration hook.
+
+    It records what the plugin registers so that a plugin that fails half-way
+    leaves nothing behind, and so every registration is attributed.
+    """
+
+    def __init__(self, kind: str, plugin: str) -> None:
+        self.kind = kind
+        self.plugin = plugin
+        self.items: list[tuple[str, Any]] = []
+
+    def __call__(self, *args: Any) -> None:
+        if self.kind == "backend":
+            (cls,) = args
+            if not (isinstance(cls, type) and issubclass(cls, Backend)):
+                raise TypeError(f"register() takes a Backend subclass, got {cls!r}")
+            self.items.append((cls.name, cls))
+        elif self.kind == "notifier":
+            (cls,) = args
+            if not (isinstance(cls, type) and issubclass(cls, EventNotifier)):
+                raise TypeError(f"register() takes an EventNotifier subclass, got {cls!r}")
+            self.items.append((cls.name, cls))
+        else:
+            name, factory = args
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"source name must be an identifier, got {name!r}")
+            if not callable(factory):
+                raise TypeError(f"source factory must be callable, got {factory!r}")
+            self.items.append((name, factory))
+
+
+class _Manager(pluggy.PluginManager):
+    """A PluginManager that treats every ``aiocore_*`` function as a hook.
+
+    pluggy alone ignores an unmarked function, so a plugin with a typo in a
+    hook name would load and silently do nothing.  Treating the prefix as a
+    claim (as pytest does) lets ``check_pending()`` name the typo.
+    """
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("aiocore_"):
+            method = getattr(plugin, name, None)
+            if callable(method) and not isinstance(method, type):
+                return {}
+        return opts
+
+
+def _dist_label(dist: metadata.Distribution | None) -> str | None:
+    if dist is None:
+        return None
+    return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _own_dist() -> str:
+    try:
+        return f"aiocore {metadata.version('aiocore')}"
+    except metadata.PackageNotFoundError:
+        return "aiocore (not installed)"
+
+
+class PluginRegistry:
+    """Loaded plugins and what they registered: backends, notifiers, sources.
+
+    :param autoload: load the ``aiocore`` entry-point group (default: unless
+        ``AIOCORE_DISABLE_PLUGIN_AUTOLOAD`` is set).
+    :param block: plugin names not to load (default: ``AIOCORE_BLOCK_PLUGINS``).
+    :param strict: raise instead of skipping a broken plugin (default:
+        ``AIOCORE_STRICT_PLUGINS``).
+    :param plugins: extra ``(name, plugin object)`` pairs registered after the
+        built-ins, as if they came from entry points (for tests and embedding).
+    :param builtins: the built-in plugin names to load (default: all).
+    """
+
+    def __init__(
+        self,
+        *,
+        autoload: bool | None = None,
+        block: Iterable[str] | None = None,
+        strict: bool | None = None,
+        plugins: Iterable[tuple[str, object]] = (),
+        builtins: Sequence[str] = BUILTIN_PLUGINS,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        if autoload is None:
+            autoload = not _env_flag(env, "AIOCORE_DISABLE_PLUGIN_AUTOLOAD")
+        if block is None:
+            block = [b.strip() for b in env.get("AIOCORE_BLOCK_PLUGINS", "").split(",")]
+        if strict is None:
+            strict = _env_flag(env, "AIOCORE_STRICT_PLUGINS")
+        self.strict = strict
+        self.blocked = frozenset(b for b in block if b)
+        self.pm = _Manager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspec)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.backends: dict[str, BackendInfo] = {}
+        self.notifiers: dict[str, NotifierInfo] = {}
+        self.sources: dict[str, SourceInfo] = {}
+        self._probes: dict[str, str | None] = {}
+        self._probe_lock = threading.Lock()
+
+        own = _own_dist()
+        for name in builtins:
+            module = f"{BUILTIN_PACKAGE}.{name}"
+            self._load(name, module, own, True, lambda m=module: importlib.import_module(m))  # type: ignore[misc]
+        for name, obj in plugins:
+            self._load(name, getattr(obj, "__name__", repr(obj)), None, False, lambda o=obj: o)
+        if autoload:
+            for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                dist = _dist_label(getattr(ep, "dist", None))
+                self._load(ep.name, ep.value, dist, False, ep.load)
+
+    # -- loading ------------------------------------------------------------
+
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException | None) -> None:
+        info.status = "failed"
+        info.error = message
+        if self.strict:
+            raise PluginError(f"{message} (AIOCORE_STRICT_PLUGINS is set)") from exc
+        warnings.warn(f"aiocore: {message}; the plugin is skipped", PluginWarning, stacklevel=4)
+
+    def _load(
+        self,
+        name: str,
+        module: str,
+        dist: str | None,
+        builtin: bool,
+        load: Callable[[], object],
+    ) -> None:
+        info = PluginInfo(name=name, module=module, dist=dist, builtin=builtin)
+        if name in self.plugins:
+            other = self.plugins[name]
+            raise PluginError(
+                f"two plugins are named {name!r}: {other.module} ({other.dist}) and "
+                f"{module} ({dist}); block one with AIOCORE_BLOCK_PLUGINS or rename its "
+                f"entry point"
+            )
+        self.plugins[name] = info
+        if name in self.blocked:
+            info.status = "blocked"
+            self.pm.set_blocked(name)
+            return
+        where = f"plugin {name!r} ({module}{', ' + dist if dist else ''})"
+        try:
+            plugin = load()
+        except Exception as exc:
+            self._fail(info, f"{where} failed to import: {type(exc).__name__}: {exc}", exc)
+            return
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except Exception as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            self._fail(info, f"{where} is invalid: {exc}", exc)
+            return
+        staged: list[tuple[str, Registrar]] = []
+        for kind, hook in (
+            ("backend", "aiocore_register_backends"),
+            ("notifier", "aiocore_register_notifiers"),
+            ("source", "aiocore_register_sources"),
+        ):
+            registrar = Registrar(kind, name)
+            try:
+                self._call_one(plugin, hook, register=registrar)
+            except Exception as exc:
+                self.pm.unregister(plugin)
+                self._fail(info, f"{where} raised in {hook}: {type(exc).__name__}: {exc}", exc)
+                return
+            staged.append((kind, registrar))
+        for kind, registrar in staged:
+            for item_name, obj in registrar.items:
+                self._commit(kind, item_name, obj, info)
+
+    def _call_one(self, plugin: object, hook: str, **kwargs: Any) -> None:
+        """Call one plugin's implementation of *hook*, if it has one."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+
+    def _commit(self, kind: str, name: str, obj: Any, info: PluginInfo) -> None:
+        table: dict[str, Any] = {
+            "backend": self.backends,
+            "notifier": self.notifiers,
+            "source": self.sources,
+        }[kind]
+        if name in table:
+            other = table[name]
+            raise PluginError(
+                f"{kind} {name!r} is registered by two plugins: {other.plugin!r} "
+                f"({other.dist}) and {info.name!r} ({info.dist}); block one with "
+                f"AIOCORE_BLOCK_PLUGINS={info.name} (or ={other.plugin})"
+            )
+        if kind == "backend":
+            table[name] = BackendInfo(name, obj, info.name, info.dist)
+        elif kind == "notifier":
+            table[name] = NotifierInfo(name, obj, info.name, info.dist)
+        else:
+            table[name] = SourceInfo(name, obj, info.name, info.dist)
+        info.provides.append(f"{kind}:{name}")
+
+    # -- backends -----------------------------------------------------------
+
+    def probe(self, name: str) -> str | None:
+        """Return why backend *name* cannot run here, or ``None``; cached."""
+        with self._probe_lock:
+            if name not in self._probes:
+                try:
+                    self._probes[name] = self.backends[name].cls.probe()
+                except Exception as exc:
+                    self._probes[name] = f"its probe raised {type(exc).__name__}: {exc}"
+            return self._probes[name]
+
+    def check_backend_names(self, names: Sequence[str]) -> None:
+        """Raise :class:`UnknownBackendError` for a name no plugin registered."""
+        for name in names:
+            if name not in self.backends:
+                known = ", ".join(sorted(self.backends)) or "(none registered)"
+                blocked = [p for p in self.blocked if p == name]
+                hint = f" (plugin {name!r} is blocked by AIOCORE_BLOCK_PLUGINS)" if blocked else ""
+                raise UnknownBackendError(
+                    f"unknown backend {name!r}{hint}; known backends: {known}"
+                )
+
+    def open_backend(
+        self,
+        names: Sequence[str],
+        options: Callable[[str], Mapping[str, Any]],
+        log_to: Callable[[str], None],
+    ) -> Backend:
+        """Create the first available backend of *names*.
+
+        Raises :class:`UnknownBackendError` for an unregistered name and
+        :class:`BackendUnavailable` (with every reason) if none can run.
+        ``OSError`` from a backend's constructor (EMFILE) propagates as is:
+        running out of descriptors is not a reason to try another mechanism.
+        """
+        self.check_backend_names(names)
+        reasons: dict[str, str] = {}
+        for name in names:
+            reason = self.probe(name)
+            if reason is not None:
+                reasons[name] = reason
+                continue
+            opts = options(name)
+            setup = BackendSetup(
+                options=opts,
+                open=lambda other: self.open_backend([other], options, log_to),
+                log=log_to,
+            )
+            return self.backends[name].cls(setup)
+        detail = "; ".join(f"{n}: {r}" for n, r in reasons.items())
+        if len(names) == 1:
+            message = f"backend {names[0]!r} is not available here: {detail}"
+        else:
+            message = f"none of the backends {list(names)} is available here: {detail}"
+        raise BackendUnavailable(message, reasons)
+
+    # -- notifiers ----------------------------------------------------------
+
+    def notifier_class(self, kind: str | None = None) -> type[EventNotifier]:
+        """The :class:`EventNotifier` implementation named *kind*, or the preferred one."""
+        if kind is not None:
+            if not isinstance(kind, str):
+                raise TypeError(f"kind must be a str, got {type(kind).__name__} {kind!r}")
+            info = self.notifiers.get(kind)
+            if info is None:
+                known = ", ".join(sorted(self.notifiers)) or "(none registered)"
+                raise ValueError(f"unknown notifier kind {kind!r}; known kinds: {known}")
+            reason = info.cls.probe()
+            if reason is not None:
+                raise BackendUnavailable(
+                    f"notifier kind {kind!r} is not available here: {reason}", {kind: reason}
+                )
+            return info.cls
+        candidates = sorted(self.notifiers.values(), key=lambda i: -i.cls.preference)
+        reasons = {}
+        for info in candidates:
+            reason = info.cls.probe()
+            if reason is None:
+                return info.cls
+            reasons[info.name] = reason
+        raise BackendUnavailable(
+            "no EventNotifier implementation is available "
+            f"(is the built-in 'notifier' plugin blocked?): {reasons or 'none registered'}",
+            reasons,
+        )
+
+    # -- context lifecycle -------------------------------------------------
+
+    def call_lifecycle(self, hook: str, ctx: AioContext) -> None:
+        """Call *hook* on every plugin, attributing and containing failures."""
+        caller = getattr(self.pm.hook, hook)
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                impl.function(ctx=ctx)
+            except Exception as exc:
+                message = f"plugin {impl.plugin_name!r} raised in {hook}: {type(exc).__name__}: {exc}"
+                if self.strict:
+                    raise PluginError(message) from exc
+                log.warning("%s", message, exc_info=exc)
+
+
+_default: PluginRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> PluginRegistry:
+    """The process's registry, loaded on first use from the environment."""
+    global _default
+    registry = _default
+    if registry is None:
+        with _default_lock:
+            if _default is None:
+                _default = PluginRegistry()
+            registry = _default
+    return registry
+
+
+def reset_default_registry() -> None:
+    """Forget the process's registry so the next use reloads plugins (tests)."""
+    global _default
+    with _default_lock:
+        _default = None
