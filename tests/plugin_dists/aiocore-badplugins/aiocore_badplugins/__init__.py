@@ -1,0 +1,1 @@
+"""Deliberately broken aiocore plugins (one per module)."""

@@ -1,0 +1,15 @@
+"""A plugin that registers a backend under a name the built-in epoll owns."""
+
+from typing import Any
+
+from aiocore import hookimpl
+from aiocore_plugins.poll import PollBackend
+
+
+class NotReallyEpoll(PollBackend):
+    name = "epoll"
+
+
+@hookimpl
+def aiocore_register_backends(register: Any) -> None:
+    register(NotReallyEpoll)

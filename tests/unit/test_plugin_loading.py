@@ -1,0 +1,320 @@
+"""Plugin loading with real, separately installed distributions.
+
+Two distributions under ``tests/plugin_dists/`` are built and installed by pip
+into temporary target folders once per session: ``aiocore-selectplugin`` (a
+working third-party backend plus lifecycle hooks) and ``aiocore-badplugins``
+(one plugin per failure mode).  Tests put a target on ``sys.path`` (in
+process) or on ``PYTHONPATH`` (for the CLI in a subprocess), so discovery goes
+through ``importlib.metadata`` entry points exactly as after ``pip install``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiocore
+from aiocore import PluginError, PluginRegistry, PluginWarning, UnknownBackendError
+
+DISTS = Path(__file__).resolve().parent.parent / "plugin_dists"
+
+
+def _pip_install(dist: str, target: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+        "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+        str(DISTS / dist),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"pip failed to install {dist}:\n{proc.stdout}\n{proc.stderr}"
+    assert list(target.glob("*.dist-info")), f"{dist} installed no metadata into {target}"
+
+
+@pytest.fixture(scope="session")
+def good_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("selectplugin")
+    _pip_install("aiocore-selectplugin", target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def bad_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("badplugins")
+    _pip_install("aiocore-badplugins", target)
+    return target
+
+
+@pytest.fixture
+def on_path(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def add(*targets: Path) -> None:
+        for t in targets:
+            monkeypatch.syspath_prepend(str(t))
+        # Forget modules a previous test imported from a target.
+        for name in list(sys.modules):
+            if name.startswith(("aiocore_selectplugin", "aiocore_badplugins")):
+                monkeypatch.delitem(sys.modules, name)
+
+    return add
+
+
+def run_cli(*args: str, targets: tuple[Path, ...] = (), **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIOCORE_")}
+    full_env["PYTHONPATH"] = os.pathsep.join(str(t) for t in targets)
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "aiocore", *args],
+        capture_output=True, text=True, env=full_env, timeout=120, check=False,
+    )
+
+
+# -- a working third-party plugin ---------------------------------------------
+
+
+def test_third_party_backend_discovered_and_usable(good_target: Path, on_path: Any) -> None:
+    on_path(good_target)
+    reg = PluginRegistry(env={})
+    info = reg.plugins["select"]
+    assert info.status == "loaded"
+    assert not info.builtin
+    assert info.dist == "aiocore-selectplugin 1.2.3"
+    assert info.provides == ["backend:select"]
+    assert reg.backends["select"].plugin == "select"
+
+    import aiocore_selectplugin as plug
+
+    r, w = os.pipe()
+    try:
+        with aiocore.AioContext(backend="select", registry=reg) as ctx:
+            assert ctx.backend_name == "select"
+            assert plug.CREATED[-1] is ctx
+            seen: list[int] = []
+            ctx.set_fd_handler(r, lambda fd: seen.append(len(os.read(fd, 10))), opaque=r)
+            os.write(w, b"abc")
+            for _ in range(10):
+                if seen:
+                    break
+                ctx.poll(True)
+            assert seen == [3]
+            ctx.set_fd_handler(r, None)
+        assert plug.CLOSING[-1] is ctx
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_third_party_backend_options_from_config(good_target: Path, on_path: Any, tmp_path: Path) -> None:
+    on_path(good_target)
+    (tmp_path / "aiocore.toml").write_text('backend = "select"\n[backends.select]\nmax_fd = 4000\n')
+    reg = PluginRegistry(env={})
+    with aiocore.AioContext(registry=reg) as ctx:
+        assert ctx.backend_name == "select"
+        assert ctx.backend_statistics()["max_fd"] == 4000
+    (tmp_path / "aiocore.toml").write_text('backend = "select"\n[backends.select]\nmax_fd = "x"\n')
+    with pytest.raises(aiocore.ConfigError, match=r"aiocore.toml: key backends.select.max_fd: .*int"):
+        aiocore.AioContext(registry=reg)
+    (tmp_path / "aiocore.toml").write_text('backend = "select"\n[backends.select]\nmaxfd = 3\n')
+    with pytest.raises(aiocore.ConfigError, match=r"no option 'maxfd'; accepted: max_fd"):
+        aiocore.AioContext(registry=reg)
+
+
+def test_third_party_backend_blocked_by_name(good_target: Path, on_path: Any) -> None:
+    on_path(good_target)
+    reg = PluginRegistry(env={"AIOCORE_BLOCK_PLUGINS": "select"})
+    assert reg.plugins["select"].status == "blocked"
+    assert "select" not in reg.backends
+    with pytest.raises(UnknownBackendError, match=r"unknown backend 'select'.*blocked"):
+        aiocore.AioContext(backend="select", registry=reg)
+
+
+def test_autoload_disabled_skips_entry_points(good_target: Path, on_path: Any) -> None:
+    on_path(good_target)
+    reg = PluginRegistry(env={"AIOCORE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert "select" not in reg.plugins
+    assert {"poll", "epoll", "auto"} <= set(reg.backends)
+
+
+def test_cli_lists_third_party_backend_and_plugin(good_target: Path) -> None:
+    proc = run_cli("backends", "--json", targets=(good_target,))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rows = {b["name"]: b for b in data["backends"]}
+    assert rows["select"]["available"] is True
+    assert rows["select"]["plugin"] == "select"
+    assert rows["select"]["distribution"] == "aiocore-selectplugin 1.2.3"
+
+    proc = run_cli("plugins", targets=(good_target,))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("select "))
+    assert "loaded" in line
+    assert "aiocore-selectplugin 1.2.3" in line
+    assert "backend:select" in line
+
+    proc = run_cli("plugins", "--json", targets=(good_target,), AIOCORE_BLOCK_PLUGINS="select,epoll")
+    data = json.loads(proc.stdout)
+    status = {p["name"]: p["status"] for p in data["plugins"]}
+    assert status["select"] == "blocked"
+    assert status["epoll"] == "blocked"
+    assert status["poll"] == "loaded"
+
+
+def test_cli_env_selects_third_party_backend(good_target: Path) -> None:
+    proc = run_cli("info", "--json", targets=(good_target,), AIOCORE_BACKEND="select")
+    data = json.loads(proc.stdout)
+    assert data["settings"]["backend"] == {
+        "value": ["select"], "origin": "environment variable AIOCORE_BACKEND"
+    }
+    assert data["selection"]["selected"] == "select"
+
+
+# -- broken plugins -----------------------------------------------------------
+
+
+def test_broken_plugins_are_skipped_with_named_warnings(bad_target: Path, on_path: Any) -> None:
+    on_path(bad_target)
+    with pytest.warns(PluginWarning) as record:
+        reg = PluginRegistry(env={"AIOCORE_BLOCK_PLUGINS": "dupe_epoll"})
+    messages = "\n".join(str(w.message) for w in record)
+    assert "plugin 'broken_import'" in messages
+    assert "failed to import" in messages
+    assert "plugin 'misspelt'" in messages
+    assert "aiocore_register_backend" in messages
+    assert "plugin 'raising'" in messages
+    assert "boom in registration" in messages
+    for name in ("broken_import", "misspelt", "raising"):
+        assert reg.plugins[name].status == "failed"
+        assert reg.plugins[name].dist == "aiocore-badplugins 0.0.1"
+    # Built-ins are unaffected and contexts work.
+    with aiocore.AioContext(backend="poll", registry=reg) as ctx:
+        assert not ctx.poll(False)
+
+
+def test_strict_mode_raises_on_broken_plugin(bad_target: Path, on_path: Any) -> None:
+    on_path(bad_target)
+    with pytest.raises(PluginError, match="broken_import.*AIOCORE_STRICT_PLUGINS"):
+        PluginRegistry(env={"AIOCORE_STRICT_PLUGINS": "1", "AIOCORE_BLOCK_PLUGINS": "dupe_epoll"})
+
+
+def test_strict_mode_passes_once_broken_ones_are_blocked(bad_target: Path, on_path: Any) -> None:
+    on_path(bad_target)
+    reg = PluginRegistry(
+        env={
+            "AIOCORE_STRICT_PLUGINS": "1",
+            "AIOCORE_BLOCK_PLUGINS": "broken_import,misspelt,raising,dupe_epoll",
+        }
+    )
+    assert all(reg.plugins[n].status == "blocked" for n in ("broken_import", "misspelt"))
+
+
+def test_duplicate_backend_name_is_a_clear_error(bad_target: Path, on_path: Any) -> None:
+    on_path(bad_target)
+    with pytest.warns(PluginWarning), pytest.raises(
+        PluginError,
+        match=r"backend 'epoll' is registered by two plugins: 'epoll' .* and 'dupe_epoll'",
+    ):
+        PluginRegistry(env={})
+
+
+def test_cli_reports_broken_plugins(bad_target: Path) -> None:
+    proc = run_cli("plugins", targets=(bad_target,), AIOCORE_BLOCK_PLUGINS="dupe_epoll")
+    assert proc.returncode == 0, proc.stderr
+    assert "broken_import" in proc.stdout
+    assert "failed to import" in proc.stdout
+    proc = run_cli("backends", targets=(bad_target,))
+    assert proc.returncode == 1
+    assert "registered by two plugins" in proc.stderr
+
+
+# -- in-process plugin objects -------------------------------------------------
+
+
+def test_unmarked_misspelt_hook_is_caught() -> None:
+    plugin = types.SimpleNamespace(aiocore_register_backendz=lambda register: None)
+    with pytest.warns(PluginWarning, match="aiocore_register_backendz"):
+        reg = PluginRegistry(autoload=False, env={}, plugins=[("typo", plugin)])
+    assert reg.plugins["typo"].status == "failed"
+
+
+def test_unmarked_correct_hook_is_used() -> None:
+    from aiocore_plugins.poll import PollBackend
+
+    class Other(PollBackend):
+        name = "other"
+
+    plugin = types.SimpleNamespace(aiocore_register_backends=lambda register: register(Other))
+    reg = PluginRegistry(autoload=False, env={}, plugins=[("other", plugin)])
+    assert reg.backends["other"].cls is Other
+
+
+def test_blocking_builtin_removes_its_backend() -> None:
+    reg = PluginRegistry(autoload=False, env={"AIOCORE_BLOCK_PLUGINS": "epoll"})
+    assert "epoll" not in reg.backends
+    assert reg.plugins["epoll"].status == "blocked"
+    with pytest.raises(UnknownBackendError, match="known backends: .*poll"):
+        aiocore.AioContext(backend="epoll", registry=reg)
+
+
+def test_auto_stays_on_poll_when_epoll_blocked() -> None:
+    reg = PluginRegistry(autoload=False, env={"AIOCORE_BLOCK_PLUGINS": "epoll"})
+    notifiers = [aiocore.EventNotifier(registry=reg) for _ in range(80)]
+    try:
+        with aiocore.AioContext(backend="auto", registry=reg) as ctx:
+            for n in notifiers:
+                ctx.set_event_notifier(n, lambda e: e.test_and_clear())
+            ctx.poll(False)
+            assert ctx.backend_name == "poll"
+            notifiers[-1].set()
+            assert ctx.poll(False)
+            for n in notifiers:
+                ctx.set_event_notifier(n, None)
+    finally:
+        for n in notifiers:
+            n.close()
+
+
+def test_lifecycle_hook_failure_is_contained(caplog: pytest.LogCaptureFixture) -> None:
+    def created(ctx: Any) -> None:
+        raise ValueError("hook failed")
+
+    plugin = types.SimpleNamespace(aiocore_context_created=created)
+    reg = PluginRegistry(autoload=False, env={}, plugins=[("flaky", plugin)])
+    with caplog.at_level("WARNING", logger="aiocore"), aiocore.AioContext(
+        backend="poll", registry=reg
+    ) as ctx:
+        assert not ctx.closed
+    assert "plugin 'flaky' raised in aiocore_context_created" in caplog.text
+
+    strict = PluginRegistry(autoload=False, env={}, strict=True, plugins=[("flaky", plugin)])
+    with pytest.raises(PluginError, match="flaky"):
+        aiocore.AioContext(backend="poll", registry=strict)
+
+
+def test_two_plugins_with_one_name_is_an_error() -> None:
+    a = types.SimpleNamespace()
+    with pytest.raises(PluginError, match="two plugins are named 'poll'"):
+        PluginRegistry(autoload=False, env={}, plugins=[("poll", a)])
+
+
+def test_no_registry_is_created_at_import() -> None:
+    code = (
+        "import aiocore, aiocore._plugins as p, sys; "
+        "assert p._default is None; "
+        "assert not any(m.startswith('aiocore_plugins.') for m in sys.modules), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_every_builtin_plugin_loads() -> None:
+    from aiocore._plugins import BUILTIN_PLUGINS
+
+    reg = PluginRegistry(autoload=False, env={}, strict=True)
+    assert [p.name for p in reg.plugins.values()] == list(BUILTIN_PLUGINS)
+    assert all(p.status == "loaded" and p.builtin for p in reg.plugins.values())
+    assert {"poll", "epoll", "auto", "io_uring", "kqueue"} <= set(reg.backends)
+    assert {"eventfd", "pipe"} <= set(reg.notifiers)
