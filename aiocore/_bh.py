@@ -6,24 +6,32 @@ QEMU's LIFO), a second ``schedule()`` of a queued BH is a no-op, and
 ``cancel()`` removes in O(1), so a cancelled and re-scheduled BH takes its
 place at the end, by its latest scheduling.
 
-A pass swaps the queue out into a *batch* (a list) and runs it.  The batch and
-the position in it live on the queue object, not in the pass's frame, so that
-a nested ``poll()`` from inside a BH callback first finishes the parent's
-remaining batch (SPEC 7) and so that a pass interrupted by an exception is
-resumed by the next ``poll()``.  A BH scheduled during a pass lands in the
-fresh queue, so it runs in the next pass and a self-rescheduling BH never
-starves fds and timers.
+A pass swaps the queue out for a fresh dict, under the lock, and iterates the
+old one (the *batch*), which nobody else mutates any more.  Each BH records
+which dict holds it (``_where``): ``schedule()`` is a no-op while it is in the
+live queue or in the batch (scheduling twice before it runs runs it once);
+``cancel()`` clears ``_where``, so the pass skips it; the pass clears it just
+before the call, so a ``schedule()`` from the callback (or from anyone after
+that point) lands in the fresh queue and runs in the *next* pass.  A
+self-rescheduling BH therefore never starves fds and timers.  The pass takes
+no lock per BH: the only race left is a ``cancel()`` from another thread
+against a pass that already took the BH, which may let it run once (SPEC 7
+allows exactly that).
 
-Scheduling is safe from any thread: one lock guards the queue, each BH's
-flags and the two counters the timeout computation reads (``count``: BHs
-queued or waiting in an unfinished batch; ``busy``: those of them that are not
-idle).  Callbacks run without the lock.
+The batch iterator lives on the queue, not in the pass's frame: a nested
+``poll()`` from inside a BH callback pulls the parent's remaining BHs from the
+same iterator first (SPEC 7), and a pass interrupted by an exception is
+resumed by the next ``poll()``.
+
+The lock guards the live queue, each BH's ``_where`` and ``_idle`` while
+queued, and ``nonidle`` (non-idle BHs in the live queue), which
+``compute_timeout()`` reads without locking.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._errors import check_callback
@@ -38,24 +46,25 @@ class BH:
     later ``poll()``.
     """
 
-    __slots__ = ("_cb", "_deleted", "_idle", "_opaque", "_queue", "_queued")
+    __slots__ = ("_cb", "_deleted", "_idle", "_opaque", "_queue", "_where")
 
     def __init__(self, queue: BHQueue, cb: Callable[[Any], object], opaque: object) -> None:
         self._queue = queue
         self._cb = cb
         self._opaque = opaque
-        self._queued = False
+        #: The dict (live queue or batch) holding this BH, or None.
+        self._where: dict[BH, None] | None = None
         self._idle = False
         self._deleted = False
 
     def __repr__(self) -> str:
-        state = "deleted" if self._deleted else "scheduled" if self._queued else "idle"
+        state = "deleted" if self._deleted else "scheduled" if self._where is not None else "idle"
         return f"<BH {state} cb={self._cb!r}>"
 
     @property
     def scheduled(self) -> bool:
         """True from ``schedule()`` until its callback starts (or ``cancel()``)."""
-        return self._queued
+        return self._where is not None
 
     @property
     def deleted(self) -> bool:
@@ -64,11 +73,29 @@ class BH:
 
     def schedule(self) -> None:
         """Run the callback at the next BH pass; notify the context.  Any thread."""
-        self._queue.schedule(self, False)
+        # The body of BHQueue.schedule, inlined: this is the hot path of a
+        # BH chain, and a Python call costs as much as the work.
+        queue = self._queue
+        with queue._lock:
+            if self._where is None:
+                if self._deleted or queue.closed:
+                    raise queue._refusal(self)
+                self._idle = False
+                live = queue._live
+                live[self] = None
+                self._where = live
+                queue.nonidle += 1
+            elif self._idle:
+                self._idle = False
+                if self._where is queue._live:
+                    queue.nonidle += 1
+            else:
+                return
+        queue._notify()
 
     def schedule_idle(self) -> None:
         """Schedule without counting as progress; caps a blocking wait at 10 ms."""
-        self._queue.schedule(self, True)
+        self._queue.schedule_idle(self)
 
     def cancel(self) -> None:
         """Unschedule (no notify).  A no-op if not scheduled, deleted or closed."""
@@ -84,14 +111,13 @@ class BHQueue:
 
     __slots__ = (
         "_batch",
-        "_live",
+        "_batch_dict",
         "_lock",
+        "_live",
         "_notify",
         "_on_error",
-        "_pos",
-        "busy",
         "closed",
-        "count",
+        "nonidle",
     )
 
     def __init__(
@@ -101,45 +127,45 @@ class BHQueue:
     ) -> None:
         self._lock = threading.Lock()
         self._live: dict[BH, None] = {}
-        self._batch: list[BH] | None = None
-        self._pos = 0
+        #: Iterator over an unfinished pass's batch, or None.
+        self._batch: Iterator[BH] | None = None
+        self._batch_dict: dict[BH, None] = {}
         self._notify = notify
         self._on_error = on_error
-        self.count = 0
-        self.busy = 0
+        self.nonidle = 0
         self.closed = False
 
     def new(self, cb: object, opaque: object) -> BH:
         """Validate *cb* and make an unscheduled BH."""
         return BH(self, check_callback(cb, "cb"), opaque)
 
-    def schedule(self, bh: BH, idle: bool) -> None:
-        """Queue *bh*; see :meth:`BH.schedule`."""
+    def _refusal(self, bh: BH) -> RuntimeError:
+        if bh._deleted:
+            return RuntimeError(f"cannot schedule a deleted BH: {bh!r}")
+        return RuntimeError("cannot schedule a BH: its AioContext is closed")
+
+    @property
+    def pending(self) -> bool:
+        """True if a BH is queued or an interrupted/parent pass has BHs left."""
+        return bool(self._live) or self._batch is not None
+
+    def schedule_idle(self, bh: BH) -> None:
+        """Queue *bh* as idle; see :meth:`BH.schedule_idle`."""
         with self._lock:
-            if bh._deleted:
-                raise RuntimeError(f"cannot schedule a deleted BH: {bh!r}")
-            if self.closed:
-                raise RuntimeError("cannot schedule a BH: its AioContext is closed")
-            if not bh._queued:
-                bh._queued = True
-                bh._idle = idle
-                self._live[bh] = None
-                self.count += 1
-                if not idle:
-                    self.busy += 1
-            elif bh._idle and not idle:
-                bh._idle = False
-                self.busy += 1
-            else:
+            if bh._where is not None:
                 return
+            if bh._deleted or self.closed:
+                raise self._refusal(bh)
+            bh._idle = True
+            self._live[bh] = None
+            bh._where = self._live
         self._notify()
 
     def schedule_oneshot(self, cb: Callable[[Any], object], opaque: object) -> None:
         """Run ``cb(opaque)`` once at the next pass, then forget it."""
         bh = BH(self, cb, opaque)
-        self.schedule(bh, False)
-        # Retired now: it cannot be rescheduled, and cancel() through the
-        # queue is impossible since nobody else holds it.
+        bh.schedule()
+        # Retired now: nobody else holds it, so it can never be rescheduled.
         bh._deleted = True
 
     def cancel(self, bh: BH, delete: bool) -> None:
@@ -147,14 +173,15 @@ class BHQueue:
         with self._lock:
             if delete:
                 bh._deleted = True
-            if bh._queued:
-                bh._queued = False
-                # Absent when the BH already sits in a batch: the pass
-                # skips entries whose _queued flag is clear.
-                self._live.pop(bh, None)
-                self.count -= 1
+            where = bh._where
+            if where is None:
+                return
+            bh._where = None
+            if where is self._live:
+                del self._live[bh]
                 if not bh._idle:
-                    self.busy -= 1
+                    self.nonidle -= 1
+            # else: it sits in a batch, which skips BHs whose _where is not it.
 
     def run(self) -> bool:
         """Run one pass (finishing an interrupted or parent pass first).
@@ -162,40 +189,32 @@ class BHQueue:
         Returns true if a non-idle BH ran.
         """
         progress = False
-        lock = self._lock
         while True:
-            batch = self._batch
-            fresh = batch is None
-            if batch is None:
+            batch_iter = self._batch
+            fresh = batch_iter is None
+            if batch_iter is None:
                 if not self._live:
                     return progress
-                with lock:
-                    batch = list(self._live)
-                    self._live.clear()
-                self._batch = batch
-                self._pos = 0
-            n = len(batch)
-            while self._batch is batch:
-                pos = self._pos
-                if pos >= n:
-                    self._batch = None
-                    break
-                self._pos = pos + 1
-                bh = batch[pos]
-                lock.acquire()
-                if not bh._queued:
-                    lock.release()
+                with self._lock:
+                    batch = self._live
+                    self._live = {}
+                    self.nonidle = 0
+                self._batch_dict = batch
+                batch_iter = self._batch = iter(batch)
+            else:
+                batch = self._batch_dict
+            for bh in batch_iter:
+                if bh._where is not batch:
                     continue
-                bh._queued = False
-                self.count -= 1
+                bh._where = None
                 if not bh._idle:
-                    self.busy -= 1
                     progress = True
-                lock.release()
                 try:
                     bh._cb(bh._opaque)
                 except Exception as exc:
                     self._on_error(exc)
+            if self._batch is batch_iter:
+                self._batch = None
             if fresh:
                 return progress
 
@@ -204,11 +223,10 @@ class BHQueue:
         with self._lock:
             self.closed = True
             for bh in self._live:
-                bh._queued = False
+                bh._where = None
+            self._live.clear()
             if self._batch is not None:
                 for bh in self._batch:
-                    bh._queued = False
-            self._live.clear()
+                    bh._where = None
             self._batch = None
-            self.count = 0
-            self.busy = 0
+            self.nonidle = 0

@@ -153,6 +153,8 @@ class AioContext:
         self._backend: Backend = reg.open_backend(
             cfg.backend.value, options.__getitem__, self._log_backend
         )
+        self._need_wait: Callable[[], bool] | None = None
+        self._backend_changed()
         try:
             self._event: EventNotifier = notifier_cls()
             try:
@@ -340,9 +342,12 @@ class AioContext:
             raise ValueError(f"fd {fd} is the context's own notifier; it cannot be replaced")
         self._check_thread("set_fd_handler")
         with self._hlock:
-            changed = self._set_handler(
-                fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external
-            )
+            try:
+                changed = self._set_handler(
+                    fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external
+                )
+            finally:
+                self._backend_changed()
         if changed:
             self.notify()
 
@@ -603,7 +608,8 @@ class AioContext:
                     progress = True
                     timeout = 0
             # 5. Wait, unless every handler was polled and nothing is due.
-            if timeout or table.poll_disable_cnt or backend.need_wait():
+            need_wait = self._need_wait
+            if timeout or table.poll_disable_cnt or (need_wait is not None and need_wait()):
                 events = backend.wait(timeout)
             else:
                 events = _NO_EVENTS
@@ -627,7 +633,8 @@ class AioContext:
                     node = nodes.get(fd)
                     if node is not None:
                         node.revents |= mask
-            if self._bhs.count and self._bhs.run():
+            bhs = self._bhs
+            if (bhs._live or bhs._batch is not None) and bhs.run():
                 progress = True
             if (events or self._poll_ready or self._leftover) and self._dispatch(events):
                 progress = True
@@ -642,9 +649,9 @@ class AioContext:
 
     def _compute_timeout(self) -> int:
         bhs = self._bhs
-        if bhs.busy or self._leftover or self._poll_ready:
+        if bhs.nonidle or bhs._batch is not None or self._leftover or self._poll_ready:
             return 0
-        timeout = IDLE_BH_TIMEOUT_NS if bhs.count else -1
+        timeout = IDLE_BH_TIMEOUT_NS if bhs._live else -1
         if self._timers.armed:
             deadline = self._timers.deadline_ns()
             if deadline >= 0 and (timeout < 0 or deadline < timeout):
@@ -655,8 +662,16 @@ class AioContext:
         backend = self._backend
         before = backend.name
         backend.maintain()
+        self._backend_changed()
         if backend.name != before:
             log.info("%r: backend switched from %s to %s", self, before, backend.name)
+
+    def _backend_changed(self) -> None:
+        # Cache whether need_wait() is worth a call per poll(): the base
+        # class's answer is always False.  Re-read after anything that may
+        # swap a composite backend's mechanism (maintain(), update()).
+        fn = self._backend.need_wait
+        self._need_wait = None if getattr(fn, "__func__", None) is Backend.need_wait else fn
 
     # -- poll mode (SPEC 5) -------------------------------------------------
 
