@@ -112,8 +112,8 @@ class BHQueue:
     __slots__ = (
         "_batch",
         "_batch_dict",
-        "_lock",
         "_live",
+        "_lock",
         "_notify",
         "_on_error",
         "closed",

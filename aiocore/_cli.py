@@ -35,7 +35,9 @@ __all__ = ["COMMANDS", "main"]
 #: name -> (help, add_arguments, run); run(args, out) returns the exit status.
 COMMANDS: dict[
     str,
-    tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, TextIO], int]],
+    tuple[
+        str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, TextIO], int]
+    ],
 ] = {}
 
 
@@ -108,8 +110,12 @@ def _cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
         if p.status != "loaded"
     ]
     if args.json:
-        json.dump({"backends": data, "selection": sel, "plugins_not_loaded": missing}, out,
-                  indent=2, default=str)
+        json.dump(
+            {"backends": data, "selection": sel, "plugins_not_loaded": missing},
+            out,
+            indent=2,
+            default=str,
+        )
         out.write("\n")
         return 0
     _table([("BACKEND", "PLUGIN", "DISTRIBUTION", "STATUS"), *rows], out)
@@ -170,7 +176,9 @@ def _cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
     for p in registry.plugins.values():
         if p.error:
             out.write(f"\n{p.name}: {p.error}\n")
-    out.write("\nBlock a plugin by the name in the first column: AIOCORE_BLOCK_PLUGINS=name1,name2\n")
+    out.write(
+        "\nBlock a plugin by the name in the first column: AIOCORE_BLOCK_PLUGINS=name1,name2\n"
+    )
     return 0
 
 
@@ -195,6 +203,7 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
         settings[key] = {"value": setting.value, "origin": setting.origin}
     options: dict[str, Any] = {}
     for name in registry.backends:
+        values: dict[str, Any]
         try:
             values = cfg.options_for(registry, name)
         except ConfigError as exc:
@@ -218,15 +227,21 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
         )
         out.write("\n")
         return 0
-    out.write(f"config file: {config_file or 'none found (searched from the current directory up)'}\n")
-    out.write("environment: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "no AIOCORE_* variables") + "\n")
+    out.write(
+        f"config file: {config_file or 'none found (searched from the current directory up)'}\n"
+    )
+    out.write(
+        "environment: "
+        + (", ".join(f"{k}={v}" for k, v in env.items()) or "no AIOCORE_* variables")
+        + "\n"
+    )
     out.write("\nsettings (argument > environment > config file > default):\n")
     for key, s in settings.items():
         out.write(f"  {key} = {s['value']!r}  [{s['origin']}]\n")
     out.write("\nbackend options:\n")
     for name, o in options.items():
-        values = ", ".join(f"{k}={v!r}" for k, v in o["values"].items())
-        out.write(f"  {name}: {values}  [{o['origin']}]\n")
+        shown = ", ".join(f"{k}={v!r}" for k, v in o["values"].items())
+        out.write(f"  {name}: {shown}  [{o['origin']}]\n")
     out.write("\n")
     _write_selection(sel, out)
     return 0
@@ -238,7 +253,11 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 COMMANDS["backends"] = ("list backends and what would be selected here", _json_flag, _cmd_backends)
 COMMANDS["plugins"] = ("list plugins by the names blocking accepts", _json_flag, _cmd_plugins)
-COMMANDS["info"] = ("show where each setting came from and what it resolves to", _json_flag, _cmd_info)
+COMMANDS["info"] = (
+    "show where each setting came from and what it resolves to",
+    _json_flag,
+    _cmd_info,
+)
 
 
 def _load_extra_commands() -> None:

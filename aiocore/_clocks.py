@@ -84,8 +84,7 @@ def check_clock(clock: object, argname: str = "clock") -> Clock:
         except ValueError:
             pass
         raise ValueError(
-            f"{argname} must be one of {', '.join(f'Clock.{c.name}' for c in Clock)}, "
-            f"got {clock!r}"
+            f"{argname} must be one of {', '.join(f'Clock.{c.name}' for c in Clock)}, got {clock!r}"
         )
     raise TypeError(
         f"{argname} must be a Clock ({', '.join(f'Clock.{c.name}' for c in Clock)}), "

@@ -122,18 +122,17 @@ def _check_file(cf: ConfigFile) -> None:
             )
         if key == "backend":
             check_backend_value(value, cf.where(key))
-        elif key == "notifier":
-            if not isinstance(value, str):
-                raise ConfigError(f"{cf.where(key)}: must be a string, got {value!r}")
-        elif key in _POLL_KEYS:
-            if type(value) is not int or value < 0:
-                raise ConfigError(f"{cf.where(key)}: must be an integer >= 0, got {value!r}")
-        elif key == "backends":
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise ConfigError(
-                    f"{cf.where(key)}: must be a table of tables, one per backend "
-                    f"(for example [tool.aiocore.backends.auto])"
-                )
+        elif key == "notifier" and not isinstance(value, str):
+            raise ConfigError(f"{cf.where(key)}: must be a string, got {value!r}")
+        elif key in _POLL_KEYS and (type(value) is not int or value < 0):
+            raise ConfigError(f"{cf.where(key)}: must be an integer >= 0, got {value!r}")
+        elif key == "backends" and (
+            not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values())
+        ):
+            raise ConfigError(
+                f"{cf.where(key)}: must be a table of tables, one per backend "
+                f"(for example [tool.aiocore.backends.auto])"
+            )
 
 
 def check_backend_value(value: object, where: str) -> list[str]:
@@ -143,9 +142,7 @@ def check_backend_value(value: object, where: str) -> list[str]:
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         names = [v.strip() for v in value]
     else:
-        raise ConfigError(
-            f"{where}: must be a backend name or a list of names, got {value!r}"
-        )
+        raise ConfigError(f"{where}: must be a backend name or a list of names, got {value!r}")
     if not names or not all(names):
         raise ConfigError(f"{where}: must name at least one backend, got {value!r}")
     return names
@@ -233,8 +230,9 @@ def resolve(
         names = check_backend_value(raw, "environment variable AIOCORE_BACKEND")
         backend_setting = Setting(names, "environment variable AIOCORE_BACKEND")
     elif cf is not None and "backend" in data:
-        backend_setting = Setting(check_backend_value(data["backend"], cf.where("backend")),
-                                  cf.where("backend"))
+        backend_setting = Setting(
+            check_backend_value(data["backend"], cf.where("backend")), cf.where("backend")
+        )
     else:
         backend_setting = Setting([DEFAULT_BACKEND], "default")
 
@@ -260,11 +258,10 @@ def resolve(
     resolved = Resolved(backend_setting, poll_settings, notifier, cf, options)
 
     if registry is not None:
-        for name in options:
+        for name, setting in options.items():
             if name not in registry.backends:
                 known = ", ".join(sorted(registry.backends))
                 raise ConfigError(
-                    f"{options[name].origin}: no backend {name!r} is registered; "
-                    f"known backends: {known}"
+                    f"{setting.origin}: no backend {name!r} is registered; known backends: {known}"
                 )
     return resolved

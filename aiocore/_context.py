@@ -147,7 +147,9 @@ class AioContext:
         self._bhs = BHQueue(self.notify, self._handle_exception)
         self._timers = TimerGroup(self.notify, self._handle_exception)
         self._pollmode = PollMode(
-            cfg.poll["poll_max_ns"].value, cfg.poll["poll_grow"].value, cfg.poll["poll_shrink"].value
+            cfg.poll["poll_max_ns"].value,
+            cfg.poll["poll_grow"].value,
+            cfg.poll["poll_shrink"].value,
         )
 
         self._backend: Backend = reg.open_backend(
@@ -159,8 +161,9 @@ class AioContext:
             self._event: EventNotifier = notifier_cls()
             try:
                 fd = self._event.fileno()
-                node = AioHandler(fd, self._drain_notifier, None, None, None, self._event,
-                                  False, EVENT_IN)
+                node = AioHandler(
+                    fd, self._drain_notifier, None, None, None, self._event, False, EVENT_IN
+                )
                 self._table.special = node
                 self._backend.update(fd, 0, EVENT_IN)
                 self._table.replace(fd, node)
@@ -380,9 +383,7 @@ class AioContext:
                     # epoll forgets a closed fd silently; it surfaces here.
                     self._handle_exception(self._fd_error(fd, exc, "removing its handler"))
             return True
-        mask = (EVENT_IN if io_read is not None else 0) | (
-            EVENT_OUT if io_write is not None else 0
-        )
+        mask = (EVENT_IN if io_read is not None else 0) | (EVENT_OUT if io_write is not None else 0)
         node = AioHandler(fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external, mask)
         new_mask = self._effective(node)
         if new_mask != old_mask:
@@ -735,12 +736,12 @@ class AioContext:
         try:
             ready = self._poll_ready
             while ready:
-                node = ready.pop(0)
-                if node.deleted or (node.is_external and self._external_disabled):
+                polled = ready.pop(0)
+                if polled.deleted or (polled.is_external and self._external_disabled):
                     continue
                 progress = True
                 try:
-                    node.io_poll_ready(node.opaque)  # type: ignore[misc]
+                    polled.io_poll_ready(polled.opaque)  # type: ignore[misc]
                 except Exception as exc:
                     handle(exc)
             if self._leftover:
@@ -758,8 +759,11 @@ class AioContext:
                 if node.is_external and self._external_disabled:
                     continue
                 if revents & EVENT_NVAL:
-                    handle(self._fd_error(fd, OSError(errno.EBADF, "Bad file descriptor"),
-                                          "waiting for it"))
+                    handle(
+                        self._fd_error(
+                            fd, OSError(errno.EBADF, "Bad file descriptor"), "waiting for it"
+                        )
+                    )
                     continue
                 if revents & READ_EVENTS:
                     cb = node.io_read
@@ -831,4 +835,3 @@ class AioContext:
         """The backend's own counters (``Backend.statistics()``)."""
         self._check_open()
         return {"backend": self._backend.name, **self._backend.statistics()}
-

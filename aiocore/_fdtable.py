@@ -73,9 +73,7 @@ class AioHandler:
 
     def __repr__(self) -> str:
         parts = [f"fd={self.fd}"]
-        for name in ("io_read", "io_write", "io_poll"):
-            if getattr(self, name) is not None:
-                parts.append(name)
+        parts += [n for n in ("io_read", "io_write", "io_poll") if getattr(self, n) is not None]
         if self.is_external:
             parts.append("external")
         if self.deleted:

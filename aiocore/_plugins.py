@@ -23,14 +23,15 @@ first use; tests build their own and pass it to ``AioContext(registry=...)``.
 
 from __future__ import annotations
 
+import functools
 import importlib
-import importlib.metadata as metadata
 import logging
 import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
@@ -165,6 +166,10 @@ class _Manager(pluggy.PluginManager):
         return opts
 
 
+def _identity(obj: object) -> object:
+    return obj
+
+
 def _dist_label(dist: metadata.Distribution | None) -> str | None:
     if dist is None:
         return None
@@ -222,9 +227,15 @@ class PluginRegistry:
         own = _own_dist()
         for name in builtins:
             module = f"{BUILTIN_PACKAGE}.{name}"
-            self._load(name, module, own, True, lambda m=module: importlib.import_module(m))  # type: ignore[misc]
+            self._load(name, module, own, True, functools.partial(importlib.import_module, module))
         for name, obj in plugins:
-            self._load(name, getattr(obj, "__name__", repr(obj)), None, False, lambda o=obj: o)
+            self._load(
+                name,
+                getattr(obj, "__name__", repr(obj)),
+                None,
+                False,
+                functools.partial(_identity, obj),
+            )
         if autoload:
             for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
                 dist = _dist_label(getattr(ep, "dist", None))
@@ -288,9 +299,7 @@ class PluginRegistry:
                 self._fail(info, f"{where} raised in {hook}: {type(exc).__name__}: {exc}", exc)
                 return
             staged.append((kind, registrar))
-        for kind, registrar in staged:
-            for item_name, obj in registrar.items:
-                self._commit(kind, item_name, obj, info)
+        self._commit(staged, info)
 
     def _call_one(self, plugin: object, hook: str, **kwargs: Any) -> None:
         """Call one plugin's implementation of *hook*, if it has one."""
@@ -298,26 +307,36 @@ class PluginRegistry:
             if impl.plugin is plugin:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
 
-    def _commit(self, kind: str, name: str, obj: Any, info: PluginInfo) -> None:
-        table: dict[str, Any] = {
+    def _table(self, kind: str) -> dict[str, Any]:
+        tables: dict[str, dict[str, Any]] = {
             "backend": self.backends,
             "notifier": self.notifiers,
             "source": self.sources,
-        }[kind]
-        if name in table:
-            other = table[name]
-            raise PluginError(
-                f"{kind} {name!r} is registered by two plugins: {other.plugin!r} "
-                f"({other.dist}) and {info.name!r} ({info.dist}); block one with "
-                f"AIOCORE_BLOCK_PLUGINS={info.name} (or ={other.plugin})"
-            )
-        if kind == "backend":
-            table[name] = BackendInfo(name, obj, info.name, info.dist)
-        elif kind == "notifier":
-            table[name] = NotifierInfo(name, obj, info.name, info.dist)
-        else:
-            table[name] = SourceInfo(name, obj, info.name, info.dist)
-        info.provides.append(f"{kind}:{name}")
+        }
+        return tables[kind]
+
+    def _commit(self, staged: list[tuple[str, Registrar]], info: PluginInfo) -> None:
+        """Add everything one plugin registered, or nothing if a name clashes."""
+        for kind, registrar in staged:
+            table = self._table(kind)
+            for name, _obj in registrar.items:
+                if name in table:
+                    other = table[name]
+                    raise PluginError(
+                        f"{kind} {name!r} is registered by two plugins: {other.plugin!r} "
+                        f"({other.dist}) and {info.name!r} ({info.dist}); block one with "
+                        f"AIOCORE_BLOCK_PLUGINS={info.name} (or ={other.plugin})"
+                    )
+        for kind, registrar in staged:
+            table = self._table(kind)
+            for name, obj in registrar.items:
+                if kind == "backend":
+                    table[name] = BackendInfo(name, obj, info.name, info.dist)
+                elif kind == "notifier":
+                    table[name] = NotifierInfo(name, obj, info.name, info.dist)
+                else:
+                    table[name] = SourceInfo(name, obj, info.name, info.dist)
+                info.provides.append(f"{kind}:{name}")
 
     # -- backends -----------------------------------------------------------
 
@@ -415,7 +434,9 @@ class PluginRegistry:
             try:
                 impl.function(ctx=ctx)
             except Exception as exc:
-                message = f"plugin {impl.plugin_name!r} raised in {hook}: {type(exc).__name__}: {exc}"
+                message = (
+                    f"plugin {impl.plugin_name!r} raised in {hook}: {type(exc).__name__}: {exc}"
+                )
                 if self.strict:
                     raise PluginError(message) from exc
                 log.warning("%s", message, exc_info=exc)

@@ -54,10 +54,10 @@ __all__ = [
     "READ_EVENTS",
     "WRITE_EVENTS",
     "Backend",
-    "timeout_ms",
     "BackendSetup",
     "Option",
     "OptionValue",
+    "timeout_ms",
 ]
 
 EVENT_IN: Final = select.POLLIN
@@ -70,6 +70,7 @@ EVENT_NVAL: Final = select.POLLNVAL
 READ_EVENTS: Final = EVENT_IN | EVENT_HUP | EVENT_ERR
 #: What an ``io_write`` handler asks for, and what makes it run.
 WRITE_EVENTS: Final = EVENT_OUT | EVENT_ERR
+
 
 def timeout_ms(timeout_ns: int) -> int:
     """Convert a core timeout to whole milliseconds, rounding **up**.
@@ -102,20 +103,16 @@ class Option:
 
     def check(self, key: str, value: object) -> object:
         """Return *value* if it is acceptable for *key*, else raise naming both."""
-        ok = isinstance(value, self.kind) and not (
-            self.kind is int and isinstance(value, bool)
-        )
+        ok = isinstance(value, self.kind) and not (self.kind is int and isinstance(value, bool))
         if not ok:
             raise TypeError(
-                f"option {key!r} must be {self.kind.__name__}, "
-                f"got {type(value).__name__} {value!r}"
+                f"option {key!r} must be {self.kind.__name__}, got {type(value).__name__} {value!r}"
             )
         if self.minimum is not None and value < self.minimum:  # type: ignore[operator]
             raise ValueError(f"option {key!r} must be >= {self.minimum}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ValueError(
-                f"option {key!r} must be one of {', '.join(map(repr, self.choices))}, "
-                f"got {value!r}"
+                f"option {key!r} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
             )
         return value
 

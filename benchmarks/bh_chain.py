@@ -94,7 +94,9 @@ def main() -> None:
     try:
         import uvloop
 
-        contenders.append(("uvloop call_soon chain", lambda: asyncio_chain(args.n, uvloop.new_event_loop)))
+        contenders.append(
+            ("uvloop call_soon chain", lambda: asyncio_chain(args.n, uvloop.new_event_loop))
+        )
     except ImportError:
         print("uvloop not installed: skipped (pip install uvloop)")
     contenders.append(("bare deque loop (floor)", lambda: deque_floor(args.n)))

@@ -135,13 +135,19 @@ def main() -> None:
     try:
         import uvloop
 
-        contenders.append(("uvloop add_reader", lambda: asyncio_pingpong(args.n, uvloop.new_event_loop)))
+        contenders.append(
+            ("uvloop add_reader", lambda: asyncio_pingpong(args.n, uvloop.new_event_loop))
+        )
     except ImportError:
         print("uvloop not installed: skipped (pip install uvloop)")
     contenders.append((f"raw {raw_kind} loop (floor)", lambda: raw_pingpong(args.n, raw_kind)))
     rates = alternate(contenders, args.repeat)
-    report(f"socketpair ping-pong, {args.n:,} round trips", "round trips/s", rates,
-           "asyncio add_reader")
+    report(
+        f"socketpair ping-pong, {args.n:,} round trips",
+        "round trips/s",
+        rates,
+        "asyncio add_reader",
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ delegate's own bound methods, installed on the instance.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from aiocore import BackendUnavailable, hookimpl
 from aiocore.backend import Backend, BackendSetup, Option
@@ -37,9 +38,11 @@ class AutoBackend(Backend):
     """Poll first, epoll past a threshold, poll for good if epoll refuses an fd."""
 
     name = "auto"
-    options = {
+    options: ClassVar[Mapping[str, Option]] = {
         "epoll_threshold": Option(
-            int, 64, "number of registered fds at which auto upgrades from poll to epoll",
+            int,
+            64,
+            "number of registered fds at which auto upgrades from poll to epoll",
             minimum=1,
         ),
     }

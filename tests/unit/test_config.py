@@ -37,8 +37,11 @@ def test_no_config_means_auto(tmp_path: Path, reg: PluginRegistry) -> None:
 
 
 def test_pyproject_tool_table(tmp_path: Path, reg: PluginRegistry) -> None:
-    write(tmp_path / "pyproject.toml", '[project]\nname="x"\n[tool.aiocore]\nbackend = "poll"\n'
-          "poll_max_ns = 32768\n[tool.aiocore.backends.auto]\nepoll_threshold = 8\n")
+    write(
+        tmp_path / "pyproject.toml",
+        '[project]\nname="x"\n[tool.aiocore]\nbackend = "poll"\n'
+        "poll_max_ns = 32768\n[tool.aiocore.backends.auto]\nepoll_threshold = 8\n",
+    )
     cfg = resolve(registry=reg, env={})
     assert cfg.file is not None
     assert cfg.file.path == tmp_path / "pyproject.toml"
@@ -64,8 +67,9 @@ def test_aiocore_toml_wins_over_pyproject_in_same_dir(tmp_path: Path, reg: Plugi
     assert resolve(registry=reg, env={}).backend.value == ["epoll"]
 
 
-def test_search_goes_up_to_project_root(tmp_path: Path, reg: PluginRegistry,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_goes_up_to_project_root(
+    tmp_path: Path, reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path / "pyproject.toml", '[tool.aiocore]\nbackend = "epoll"\n')
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
@@ -81,12 +85,15 @@ def test_aiocore_config_env_names_the_file(tmp_path: Path, reg: PluginRegistry) 
     write(tmp_path / "aiocore.toml", 'backend = "poll"\n')
     cfg = resolve(registry=reg, env={"AIOCORE_CONFIG": str(cfg_file)})
     assert cfg.backend.value == ["io_uring", "epoll"]
-    with pytest.raises(ConfigError, match="AIOCORE_CONFIG='/nonexistent.toml' does not name a file"):
+    with pytest.raises(
+        ConfigError, match=r"AIOCORE_CONFIG='/nonexistent.toml' does not name a file"
+    ):
         resolve(registry=reg, env={"AIOCORE_CONFIG": "/nonexistent.toml"})
 
 
-def test_precedence_argument_env_file_default(tmp_path: Path, reg: PluginRegistry,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_argument_env_file_default(
+    tmp_path: Path, reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path / "aiocore.toml", 'backend = "poll"\npoll_max_ns = 100\n')
     assert resolve(registry=reg, env={}).backend.value == ["poll"]
     env = {"AIOCORE_BACKEND": "epoll"}
@@ -106,7 +113,9 @@ def test_precedence_argument_env_file_default(tmp_path: Path, reg: PluginRegistr
         assert ctx.poll_max_ns == 7
 
 
-def test_env_list_takes_first_available(reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_list_takes_first_available(
+    reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AIOCORE_BACKEND", "kqueue, epoll")
     with aiocore.AioContext(registry=reg) as ctx:
         assert ctx.backend_name == "epoll"
@@ -122,16 +131,21 @@ def test_env_list_takes_first_available(reg: PluginRegistry, monkeypatch: pytest
         ("poll_grow = 1.5\n", r"key poll_grow: must be an integer >= 0"),
         ("backends = 1\n", r"key backends: must be a table of tables"),
         ("backend = [\n", r"aiocore.toml: not valid TOML"),
-        ("[backends.auto]\nepoll_threshold = 0\n",
-         r"key backends.auto.epoll_threshold: option 'epoll_threshold' must be >= 1"),
-        ("[backends.auto]\nepoll_threshold = true\n",
-         r"key backends.auto.epoll_threshold: option 'epoll_threshold' must be int"),
+        (
+            "[backends.auto]\nepoll_threshold = 0\n",
+            r"key backends.auto.epoll_threshold: option 'epoll_threshold' must be >= 1",
+        ),
+        (
+            "[backends.auto]\nepoll_threshold = true\n",
+            r"key backends.auto.epoll_threshold: option 'epoll_threshold' must be int",
+        ),
         ("[backends.auto]\nthreshold = 3\n", r"backend 'auto' has no option 'threshold'"),
         ("[backends.nosuch]\nx = 1\n", r"no backend 'nosuch' is registered; known backends:"),
     ],
 )
-def test_malformed_config_names_file_and_key(tmp_path: Path, reg: PluginRegistry, text: str,
-                                             match: str) -> None:
+def test_malformed_config_names_file_and_key(
+    tmp_path: Path, reg: PluginRegistry, text: str, match: str
+) -> None:
     write(tmp_path / "aiocore.toml", text)
     with pytest.raises(ConfigError, match=match):
         aiocore.AioContext(registry=reg)
@@ -145,7 +159,9 @@ def test_malformed_pyproject_key_names_tool_table(tmp_path: Path, reg: PluginReg
 
 def test_bad_env_backend(reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIOCORE_BACKEND", "nosuch")
-    with pytest.raises(aiocore.UnknownBackendError, match=r"unknown backend 'nosuch'; known backends: "):
+    with pytest.raises(
+        aiocore.UnknownBackendError, match=r"unknown backend 'nosuch'; known backends: "
+    ):
         aiocore.AioContext(registry=reg)
     monkeypatch.setenv("AIOCORE_BACKEND", "poll,,epoll")
     with pytest.raises(ConfigError, match="AIOCORE_BACKEND: must name at least one backend"):
@@ -153,7 +169,9 @@ def test_bad_env_backend(reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_unavailable_backend_gives_reason(reg: PluginRegistry) -> None:
-    with pytest.raises(aiocore.BackendUnavailable, match=r"backend 'kqueue' is not available here: .*"):
+    with pytest.raises(
+        aiocore.BackendUnavailable, match=r"backend 'kqueue' is not available here: .*"
+    ):
         aiocore.AioContext("kqueue", registry=reg)
 
 
@@ -174,14 +192,18 @@ def test_notifier_kind_from_config(tmp_path: Path, reg: PluginRegistry) -> None:
         assert ctx._event.name == "pipe"
         assert not ctx.poll(False)
     write(tmp_path / "aiocore.toml", 'notifier = "carrier-pigeon"\n')
-    with pytest.raises(ValueError, match="unknown notifier kind 'carrier-pigeon'; known kinds: eventfd, pipe"):
+    with pytest.raises(
+        ValueError, match="unknown notifier kind 'carrier-pigeon'; known kinds: eventfd, pipe"
+    ):
         aiocore.AioContext("poll", registry=reg)
 
 
 def test_info_shows_origins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(tmp_path / "pyproject.toml",
-          "[tool.aiocore]\nbackend = \"poll\"\npoll_grow = 4\n[tool.aiocore.backends.auto]\n"
-          "epoll_threshold = 10\n")
+    write(
+        tmp_path / "pyproject.toml",
+        '[tool.aiocore]\nbackend = "poll"\npoll_grow = 4\n[tool.aiocore.backends.auto]\n'
+        "epoll_threshold = 10\n",
+    )
     monkeypatch.setenv("AIOCORE_BACKEND", "epoll")
     out = io.StringIO()
     assert main(["info", "--json"], out) == 0
@@ -189,7 +211,8 @@ def test_info_shows_origins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert data["config_file"] == str(tmp_path / "pyproject.toml")
     assert data["environment"] == {"AIOCORE_BACKEND": "epoll"}
     assert data["settings"]["backend"] == {
-        "value": ["epoll"], "origin": "environment variable AIOCORE_BACKEND"
+        "value": ["epoll"],
+        "origin": "environment variable AIOCORE_BACKEND",
     }
     assert data["settings"]["poll_grow"]["value"] == 4
     assert "pyproject.toml: key tool.aiocore.poll_grow" in data["settings"]["poll_grow"]["origin"]

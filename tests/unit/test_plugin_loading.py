@@ -28,8 +28,17 @@ DISTS = Path(__file__).resolve().parent.parent / "plugin_dists"
 
 def _pip_install(dist: str, target: Path) -> None:
     cmd = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-        "--no-build-isolation", "--disable-pip-version-check", "--target", str(target),
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-index",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "--target",
+        str(target),
         str(DISTS / dist),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
@@ -64,13 +73,19 @@ def on_path(monkeypatch: pytest.MonkeyPatch) -> Any:
     return add
 
 
-def run_cli(*args: str, targets: tuple[Path, ...] = (), **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, targets: tuple[Path, ...] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIOCORE_")}
     full_env["PYTHONPATH"] = os.pathsep.join(str(t) for t in targets)
     full_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "aiocore", *args],
-        capture_output=True, text=True, env=full_env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
     )
 
 
@@ -109,7 +124,9 @@ def test_third_party_backend_discovered_and_usable(good_target: Path, on_path: A
         os.close(w)
 
 
-def test_third_party_backend_options_from_config(good_target: Path, on_path: Any, tmp_path: Path) -> None:
+def test_third_party_backend_options_from_config(
+    good_target: Path, on_path: Any, tmp_path: Path
+) -> None:
     on_path(good_target)
     (tmp_path / "aiocore.toml").write_text('backend = "select"\n[backends.select]\nmax_fd = 4000\n')
     reg = PluginRegistry(env={})
@@ -117,7 +134,9 @@ def test_third_party_backend_options_from_config(good_target: Path, on_path: Any
         assert ctx.backend_name == "select"
         assert ctx.backend_statistics()["max_fd"] == 4000
     (tmp_path / "aiocore.toml").write_text('backend = "select"\n[backends.select]\nmax_fd = "x"\n')
-    with pytest.raises(aiocore.ConfigError, match=r"aiocore.toml: key backends.select.max_fd: .*int"):
+    with pytest.raises(
+        aiocore.ConfigError, match=r"aiocore.toml: key backends.select.max_fd: .*int"
+    ):
         aiocore.AioContext(registry=reg)
     (tmp_path / "aiocore.toml").write_text('backend = "select"\n[backends.select]\nmaxfd = 3\n')
     with pytest.raises(aiocore.ConfigError, match=r"no option 'maxfd'; accepted: max_fd"):
@@ -156,7 +175,9 @@ def test_cli_lists_third_party_backend_and_plugin(good_target: Path) -> None:
     assert "aiocore-selectplugin 1.2.3" in line
     assert "backend:select" in line
 
-    proc = run_cli("plugins", "--json", targets=(good_target,), AIOCORE_BLOCK_PLUGINS="select,epoll")
+    proc = run_cli(
+        "plugins", "--json", targets=(good_target,), AIOCORE_BLOCK_PLUGINS="select,epoll"
+    )
     data = json.loads(proc.stdout)
     status = {p["name"]: p["status"] for p in data["plugins"]}
     assert status["select"] == "blocked"
@@ -168,7 +189,8 @@ def test_cli_env_selects_third_party_backend(good_target: Path) -> None:
     proc = run_cli("info", "--json", targets=(good_target,), AIOCORE_BACKEND="select")
     data = json.loads(proc.stdout)
     assert data["settings"]["backend"] == {
-        "value": ["select"], "origin": "environment variable AIOCORE_BACKEND"
+        "value": ["select"],
+        "origin": "environment variable AIOCORE_BACKEND",
     }
     assert data["selection"]["selected"] == "select"
 
@@ -197,7 +219,7 @@ def test_broken_plugins_are_skipped_with_named_warnings(bad_target: Path, on_pat
 
 def test_strict_mode_raises_on_broken_plugin(bad_target: Path, on_path: Any) -> None:
     on_path(bad_target)
-    with pytest.raises(PluginError, match="broken_import.*AIOCORE_STRICT_PLUGINS"):
+    with pytest.raises(PluginError, match=r"broken_import.*AIOCORE_STRICT_PLUGINS"):
         PluginRegistry(env={"AIOCORE_STRICT_PLUGINS": "1", "AIOCORE_BLOCK_PLUGINS": "dupe_epoll"})
 
 
@@ -214,9 +236,12 @@ def test_strict_mode_passes_once_broken_ones_are_blocked(bad_target: Path, on_pa
 
 def test_duplicate_backend_name_is_a_clear_error(bad_target: Path, on_path: Any) -> None:
     on_path(bad_target)
-    with pytest.warns(PluginWarning), pytest.raises(
-        PluginError,
-        match=r"backend 'epoll' is registered by two plugins: 'epoll' .* and 'dupe_epoll'",
+    with (
+        pytest.warns(PluginWarning),
+        pytest.raises(
+            PluginError,
+            match=r"backend 'epoll' is registered by two plugins: 'epoll' .* and 'dupe_epoll'",
+        ),
     ):
         PluginRegistry(env={})
 
@@ -256,7 +281,7 @@ def test_blocking_builtin_removes_its_backend() -> None:
     reg = PluginRegistry(autoload=False, env={"AIOCORE_BLOCK_PLUGINS": "epoll"})
     assert "epoll" not in reg.backends
     assert reg.plugins["epoll"].status == "blocked"
-    with pytest.raises(UnknownBackendError, match="known backends: .*poll"):
+    with pytest.raises(UnknownBackendError, match=r"known backends: .*poll"):
         aiocore.AioContext(backend="epoll", registry=reg)
 
 
@@ -284,9 +309,10 @@ def test_lifecycle_hook_failure_is_contained(caplog: pytest.LogCaptureFixture) -
 
     plugin = types.SimpleNamespace(aiocore_context_created=created)
     reg = PluginRegistry(autoload=False, env={}, plugins=[("flaky", plugin)])
-    with caplog.at_level("WARNING", logger="aiocore"), aiocore.AioContext(
-        backend="poll", registry=reg
-    ) as ctx:
+    with (
+        caplog.at_level("WARNING", logger="aiocore"),
+        aiocore.AioContext(backend="poll", registry=reg) as ctx,
+    ):
         assert not ctx.closed
     assert "plugin 'flaky' raised in aiocore_context_created" in caplog.text
 

@@ -2,8 +2,9 @@
 
 from typing import Any
 
-from aiocore import hookimpl
 from aiocore_plugins.poll import PollBackend
+
+from aiocore import hookimpl
 
 
 class NotReallyEpoll(PollBackend):

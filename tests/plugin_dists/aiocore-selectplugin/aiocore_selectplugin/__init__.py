@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import select
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from aiocore import hookimpl
 from aiocore.backend import EVENT_ERR, EVENT_IN, EVENT_NVAL, EVENT_OUT, Backend, Option
@@ -22,7 +23,7 @@ class SelectBackend(Backend):
     """select(2): limited to FD_SETSIZE, but everywhere."""
 
     name = "select"
-    options = {"max_fd": Option(int, 1023, "highest fd select(2) accepts", minimum=1)}
+    options: ClassVar[Mapping[str, Option]] = {"max_fd": Option(int, 1023, "highest fd select(2) accepts", minimum=1)}
 
     def __init__(self, setup: Any) -> None:
         super().__init__(setup)
