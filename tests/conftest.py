@@ -122,8 +122,20 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
 
 
 def open_fds() -> set[int]:
-    """The fds this process has open now."""
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+    """The fds this process has open now.
+
+    Listing ``/proc/self/fd`` opens one fd for the listing itself; it is
+    closed again by the time we look, so keep only fds still open.
+    """
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        fds.add(fd)
+    return fds
 
 
 @pytest.fixture
