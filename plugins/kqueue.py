@@ -139,7 +139,7 @@ from dataclasses import dataclass
 from time import monotonic_ns as _monotonic_ns
 from typing import Any, Final, Protocol
 
-from aiocore import hookimpl
+from aiocore import BackendUnavailable, hookimpl
 from aiocore.backend import (
     EVENT_ERR,
     EVENT_HUP,
@@ -205,8 +205,23 @@ class KqueueInterface:
     ev_error: int
 
 
+def _unavailable_reason() -> str | None:
+    if hasattr(select, "kqueue"):
+        return None
+    return f"select.kqueue is not available: kqueue exists on BSD and macOS; this is {sys.platform}"
+
+
 def select_kqueue_interface() -> KqueueInterface:
-    """The real interface, from :mod:`select`.  Raises ``AttributeError`` off BSD/macOS."""
+    """The real interface, from :mod:`select`.
+
+    Raises :class:`aiocore.BackendUnavailable` (with the probe's reason) where
+    :mod:`select` has no kqueue, rather than an ``AttributeError`` from deep inside.
+    """
+    reason = _unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailable(
+            f"backend 'kqueue' is not available here: {reason}", {"kqueue": reason}
+        )
     sel: Any = select  # the kqueue names exist in typeshed only on BSD/macOS
     return KqueueInterface(
         kqueue=sel.kqueue,
@@ -250,11 +265,9 @@ class KqueueBackend(Backend):
 
     @classmethod
     def probe(cls) -> str | None:
-        if not hasattr(select, "kqueue"):
-            return (
-                "select.kqueue is not available: kqueue exists on BSD and macOS; "
-                f"this is {sys.platform}"
-            )
+        reason = _unavailable_reason()
+        if reason is not None:
+            return reason
         try:
             cls.kqueue_interface().kqueue().close()
         except OSError as exc:
