@@ -408,15 +408,14 @@ class KqueueBackend(Backend):
         if not events:
             return []
         ready = self._ready(events)
-        if ready or not timeout_ns:
+        if ready:
             return ready
-        # Only ignorable errors (failed deletes) came back, and with errors
-        # in the list the kernel skipped the wait: wait for the rest of the time.
+        # Only ignorable errors (failed deletes) came back, and with errors in
+        # the list the kernel neither looked at the queue nor waited.  Look
+        # again, with what is left of the timeout (0 if it is used up: a
+        # zero-timeout wait must still look).
         if timeout_ns > 0:
-            left = timeout_ns - (_monotonic_ns() - start)
-            if left <= 0:
-                return []
-            timeout = left / 1e9
+            timeout = max(0, timeout_ns - (_monotonic_ns() - start)) / 1e9
         events = self._control(None, self._nevents, timeout)
         return self._ready(events) if events else []
 
