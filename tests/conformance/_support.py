@@ -3,10 +3,10 @@
 * :class:`Guard`: a REALTIME safety timer.  A test that must block in
   ``poll(True)`` arms one first, so that a bug makes ``poll(True)`` return when
   the guard fires (and the test fail on ``guard.fired``) instead of hanging.
-* :class:`WaitSpy`: wraps the context's backend ``wait``/``need_wait`` and
-  records every call, to prove when the core does (not) make the system call
-  and which timeout it asks for.  It reaches into ``ctx._backend``, which is
-  acceptable in tests.
+* :class:`WaitSpy`: wraps the context's backend ``wait`` and records every
+  call, to prove when the core does (not) make the system call and which
+  timeout it asks for; it can also inject readiness into a report.  It
+  reaches into ``ctx._backend``, which is acceptable in tests.
 * :func:`poll_until`: poll until a predicate holds, bounded in count and time.
 * :func:`drain`, :func:`make_pipe`, :class:`Pair`: fds for handlers.
 """
@@ -47,19 +47,19 @@ class Guard:
 
 
 class WaitSpy:
-    """Record the backend's ``wait(timeout_ns)`` and ``need_wait()`` calls."""
+    """Record the backend's ``wait(timeout_ns)`` calls; optionally inject readiness."""
 
     def __init__(self, ctx: AioContext) -> None:
         backend: Any = ctx._backend
         self.backend = backend
         self.timeouts: list[int] = []
-        self.need_wait_true = 0
+        #: What each wait reported (after injection).
+        self.reports: list[list[tuple[int, int]]] = []
         self._orig_wait = backend.wait
-        self._orig_need_wait = backend.need_wait
+        #: Readiness added to the next report (fd, mask), merged by fd.
         self.inject: list[tuple[int, int]] = []
-        self._own = {name: name in vars(backend) for name in ("wait", "need_wait")}
+        self._own = "wait" in vars(backend)
         backend.wait = self._wait
-        backend.need_wait = self._need_wait
 
     def _wait(self, timeout_ns: int) -> list[tuple[int, int]]:
         self.timeouts.append(timeout_ns)
@@ -70,13 +70,12 @@ class WaitSpy:
             for fd, mask in extra:
                 merged[fd] = merged.get(fd, 0) | mask
             events = list(merged.items())
+        self.reports.append(events)
         return events
 
-    def _need_wait(self) -> bool:
-        result = bool(self._orig_need_wait())
-        if result:
-            self.need_wait_true += 1
-        return result
+    def backend_needs_wait(self) -> bool:
+        """The backend's own ``need_wait()`` now (io_uring: submissions pending)."""
+        return bool(self.backend.need_wait())
 
     @property
     def calls(self) -> int:
@@ -84,15 +83,22 @@ class WaitSpy:
 
     def reset(self) -> None:
         self.timeouts.clear()
-        self.need_wait_true = 0
+        self.reports.clear()
+
+    def reported_mask(self, fd: int) -> int:
+        """The union of the masks reported for *fd* since the last reset."""
+        mask = 0
+        for report in self.reports:
+            for rfd, rmask in report:
+                if rfd == fd:
+                    mask |= rmask
+        return mask
 
     def restore(self) -> None:
-        originals = {"wait": self._orig_wait, "need_wait": self._orig_need_wait}
-        for name, original in originals.items():
-            if self._own[name]:
-                setattr(self.backend, name, original)
-            else:
-                delattr(self.backend, name)
+        if self._own:
+            self.backend.wait = self._orig_wait
+        else:
+            del self.backend.wait
 
 
 def poll_until(
