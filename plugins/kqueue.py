@@ -97,27 +97,29 @@ reference; macOS, OpenBSD and NetBSD behave the same where it matters here):
   delete error.
 * **Timeout.**  ``kevent()`` takes a ``timespec``, so nanoseconds pass through:
   the backend hands CPython ``timeout_ns / 1e9`` seconds and CPython converts
-  back to nanoseconds rounding *up* (``_PyTime_ROUND_TIMEOUT``); a double holds a
-  nanosecond count exactly up to 2**53 ns (104 days), so nothing is lost.  The
-  kernel may wake later than asked (FreeBSD adds its timer slop, macOS coalesces
-  timers), never earlier.  If the only results of a wait were ignorable delete
-  errors, the kernel did not wait at all; the backend then waits again for the
-  rest of the time, so a short timeout never returns early.
+  back to nanoseconds rounding *up* (``_PyTime_ROUND_TIMEOUT``); for any timeout
+  below 2**51 ns (26 days) that round trip gives the asked nanoseconds or one
+  more, never fewer.  The kernel may wake later than asked (FreeBSD adds its
+  timer slop, macOS coalesces timers), never earlier.  If the only results of a
+  wait were ignorable delete errors, the kernel neither looked at the queue nor
+  waited; the backend then calls again with what is left of the timeout (0 if
+  it is used up), so a wait never returns early and a zero-timeout wait still
+  looks.
 * **Regular files.**  Unlike epoll (``EPERM``), kqueue accepts regular files,
   but ``EVFILT_READ`` on a vnode fires only while the file offset is before the
   end of the file (``data`` is the number of bytes left) and ``EVFILT_WRITE``
   always fires.  ``poll`` reports a regular file as always readable; here a file
   read to its end is not readable.
-* **macOS and BSD quirks.**  macOS's kqueue does not support character devices
-  such as ttys (``EV_ADD`` is refused; tinc and users of libevent turn kqueue
-  off on macOS for that reason): such an fd is reported ``EVENT_NVAL`` with the
-  errno logged, and the ``poll`` backend is the one to use for it.  A kqueue is
-  not inherited by a child created with ``fork()``: a context must not be used
-  across ``fork()`` (the same holds for every backend in practice).  The filter
-  and flag values used here (``EVFILT_READ = -1``, ``EVFILT_WRITE = -2``,
-  ``EV_ADD = 0x1``, ``EV_DELETE = 0x2``, ``EV_ERROR = 0x4000``,
-  ``EV_EOF = 0x8000``) are the same on FreeBSD, macOS, OpenBSD and NetBSD, but
-  the backend reads them from :mod:`select` all the same.
+* **macOS and BSD quirks.**  macOS's kqueue does not support some character
+  devices, ttys among them (tinc and libevent users turn kqueue off on macOS for
+  that reason); where ``EV_ADD`` refuses such an fd it is reported
+  ``EVENT_NVAL`` with the errno in the log, and the ``poll`` backend is the one
+  to use for it.  A kqueue is not inherited by a child created with ``fork()``:
+  a context must not be used across ``fork()`` (the same holds for every
+  backend in practice).  The filter and flag values (``EVFILT_READ = -1``,
+  ``EVFILT_WRITE = -2``, ``EV_ADD = 0x1``, ``EV_DELETE = 0x2``,
+  ``EV_ERROR = 0x4000``, ``EV_EOF = 0x8000``) are the same on FreeBSD, macOS,
+  OpenBSD and NetBSD, but the backend reads them from :mod:`select` anyway.
 
 The module imports on every platform: nothing touches ``select.kqueue`` until a
 backend is probed or created.  The kernel interface comes from

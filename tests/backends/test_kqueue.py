@@ -399,16 +399,6 @@ class KqueueBehaviour:
         b.update(fd, 0, EVENT_IN)
         assert b.wait(0) == [(fd, EVENT_IN)]
 
-    def test_refused_add_is_nval_with_errno_logged(self, h: Harness) -> None:
-        # A kqueue cannot watch itself (EINVAL on FreeBSD; the double's epoll
-        # refuses itself the same way).
-        b = h.backend()
-        fd = b.fileno()
-        b.update(fd, 0, EVENT_IN)
-        assert b.wait(0) == [(fd, EVENT_NVAL)]
-        assert b.wait(0) == []
-        assert any(f"fd {fd}" in line and "refused" in line for line in h.logs)
-
     def test_one_bad_fd_does_not_hide_others(self, h: Harness) -> None:
         b = h.backend()
         bad, _ = h.pair()
@@ -772,6 +762,18 @@ class TestDoubleSpecific:
         with pytest.raises(KeyboardInterrupt):
             b.wait(0)
         assert b.wait(0) == [(fd, EVENT_IN)]
+
+    def test_refused_add_is_nval_with_errno_logged(self, h: Harness) -> None:
+        # A kqueue cannot watch itself: FreeBSD's kqueue_register refuses it
+        # with EINVAL, and so does the epoll under the double.  (Not in the
+        # shared tests: what macOS does here is not established.)
+        b = self.double(h.backend())
+        fd = b.fileno()
+        b.update(fd, 0, EVENT_IN)
+        assert b.wait(0) == [(fd, EVENT_NVAL)]
+        assert b.wait(0) == []
+        assert any(f"fd {fd}" in line and "EINVAL" in line for line in h.logs)
+        assert b.statistics()["dropped_fds"] == {fd: "EINVAL"}
 
     def test_double_reports_errors_like_bsd(self) -> None:
         kq = kqueue_double.FakeKqueue()
