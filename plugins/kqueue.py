@@ -437,22 +437,35 @@ class KqueueBackend(Backend):
                 continue
             mask = EVENT_IN if ev.filter == filt_read else EVENT_OUT
             if flags & ev_eof:
-                mask |= EVENT_HUP | EVENT_ERR if ev.fflags else EVENT_HUP
+                mask |= (EVENT_HUP | EVENT_ERR) if ev.fflags else EVENT_HUP
             fd = ev.ident
             ready[fd] = ready.get(fd, 0) | mask
         if errors is not None or self._dropped:
+            refused: list[tuple[int, int]] = []
             with self._lock:
                 if errors is not None:
-                    self._change_errors(errors, ready)
+                    refused = self._change_errors(errors, ready)
                 dropped = self._dropped
                 if dropped:
                     for fd in list(ready):
                         if fd in dropped and ready[fd] != EVENT_NVAL:
                             del ready[fd]
+            for fd, err in refused:  # outside the lock: the log is foreign code
+                self.setup.log(
+                    f"kqueue refused to watch fd {fd}: {errno.errorcode.get(err, err)} "
+                    f"({os.strerror(err)}); reported as EVENT_NVAL and no longer watched"
+                )
         return list(ready.items())
 
-    def _change_errors(self, errors: list[KeventLike], ready: dict[int, int]) -> None:
-        """Account for changelist entries the kernel refused (lock held)."""
+    def _change_errors(
+        self, errors: list[KeventLike], ready: dict[int, int]
+    ) -> list[tuple[int, int]]:
+        """Account for changelist entries the kernel refused (lock held).
+
+        Returns the ``(fd, errno)`` of each refused ``EV_ADD``, now reported
+        ``EVENT_NVAL`` in *ready* and dropped.
+        """
+        refused: list[tuple[int, int]] = []
         kernel = self._kernel
         for ev in errors:
             err = ev.data
@@ -476,10 +489,8 @@ class KqueueBackend(Backend):
                 kernel.pop(fd, None)  # closing the fd deleted its other knote
             elif kernel.get(fd):
                 self._dirty[fd] = False  # delete what is left at the next wait
-            self.setup.log(
-                f"kqueue refused to watch fd {fd}: {errno.errorcode.get(err, err)} "
-                f"({os.strerror(err)}); reported as EVENT_NVAL and no longer watched"
-            )
+            refused.append((fd, err))
+        return refused
 
     # -- the rest -------------------------------------------------------------
 
