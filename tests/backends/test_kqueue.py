@@ -775,6 +775,62 @@ class TestDoubleSpecific:
         assert any(f"fd {fd}" in line and "EINVAL" in line for line in h.logs)
         assert b.statistics()["dropped_fds"] == {fd: "EINVAL"}
 
+    def test_racing_updates_leave_kernel_state_equal_to_interest(self, h: Harness) -> None:
+        # One thread changes masks (adds, mask changes, removals) as fast as it
+        # can while this one waits; afterwards the knotes must be exactly the
+        # interest set: no knote left behind, none missing.  Bounded: 0.5 s.
+        b = self.double(h.backend())
+        wake_r, wake_w = h.pipe()
+        os.set_blocking(wake_w, False)
+        b.update(wake_r, 0, EVENT_IN)
+        fds = [h.pair()[0].fileno() for _ in range(8)]
+        masks = dict.fromkeys(fds, 0)
+        choices = [0, EVENT_IN, EVENT_OUT, EVENT_IN | EVENT_OUT]
+        stop = time.monotonic() + 0.5
+        failures: list[BaseException] = []
+
+        def mutate() -> None:
+            n = 0
+            while time.monotonic() < stop:
+                fd = fds[n % len(fds)]
+                new = choices[(n * 7 + n // len(fds)) % len(choices)]
+                n += 1
+                if new == masks[fd]:
+                    continue
+                try:
+                    b.update(fd, masks[fd], new)
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+                masks[fd] = new
+                try:
+                    os.write(wake_w, b"!")
+                except BlockingIOError:
+                    pass
+
+        t = threading.Thread(target=mutate)
+        t.start()
+        try:
+            while t.is_alive():
+                for fd, mask in b.wait(20 * MS):
+                    assert not mask & EVENT_NVAL, (fd, mask)
+                    if fd == wake_r:
+                        os.read(wake_r, 65536)
+        finally:
+            t.join()
+        assert not failures
+        b.wait(0)
+        b.wait(0)
+        filters = {EVENT_IN: KQ_FILTER_READ, EVENT_OUT: KQ_FILTER_WRITE}
+        expected = {
+            fd: {filt for bit, filt in filters.items() if mask & bit}
+            for fd, mask in masks.items()
+            if mask
+        }
+        expected[wake_r] = {KQ_FILTER_READ}
+        assert b.kq.registered() == expected
+        assert b.statistics()["fds"] == len(expected)
+
     def test_double_reports_errors_like_bsd(self) -> None:
         kq = kqueue_double.FakeKqueue()
         try:
