@@ -22,7 +22,11 @@ What it implements, as BSD does:
 * level-triggered: a knote fires on every call while its condition holds;
 * ``KQ_EV_EOF`` on the read filter on ``EPOLLRDHUP``/``EPOLLHUP`` (peer closed
   or shut down its write side, pipe writer gone), on the write filter on
-  ``EPOLLHUP``/``EPOLLERR`` (peer gone, pipe reader gone);
+  ``EPOLLHUP``/``EPOLLERR`` (peer gone, pipe reader gone); on a pipe, whose
+  only error is a gone peer, ``EPOLLERR`` is end of file for both filters
+  (FreeBSD's ``filt_piperead`` checks the same ``PIPE_EOF`` state), while on a
+  socket ``EPOLLERR`` alone fires the read filter without ``EV_EOF``, as a
+  pending socket error does on BSD;
 * the changelist is applied in order before waiting; a change that fails
   (``EBADF`` for an fd that is not open, ``ENOENT`` for deleting an absent knote,
   ``EINVAL`` for an unknown filter) comes back as a ``KQ_EV_ERROR`` kevent with the
@@ -181,6 +185,7 @@ class FakeKqueue:
         self._identity: dict[int, tuple[int, int]] = {}
         self._epoll_masks: dict[int, int] = {}
         self._vnodes: set[int] = set()
+        self._fifos: set[int] = set()
         self._injected: list[FakeKevent] = []
         self._rebuild = False
         self.control_calls = 0
@@ -284,6 +289,8 @@ class FakeKqueue:
             if notes is None:
                 notes = self._knotes[fd] = {}
                 self._identity[fd] = identity
+                if _is_fifo(fd):
+                    self._fifos.add(fd)
             notes[filt] = knote
             err = self._sync_epoll(fd)
             if err:
@@ -358,6 +365,7 @@ class FakeKqueue:
         self._knotes.pop(fd, None)
         self._identity.pop(fd, None)
         self._vnodes.discard(fd)
+        self._fifos.discard(fd)
         self._unregister(fd)
 
     def _purge(self, fd: int) -> None:
@@ -417,7 +425,8 @@ class FakeKqueue:
                 continue
             read = notes.get(KQ_FILTER_READ)
             if read is not None and not read.disabled and ev & _READ_FIRES:
-                flags = read.flags | (KQ_EV_EOF if ev & _READ_EOF else 0)
+                eof = _READ_EOF | select.EPOLLERR if fd in self._fifos else _READ_EOF
+                flags = read.flags | (KQ_EV_EOF if ev & eof else 0)
                 out.append(FakeKevent(fd, KQ_FILTER_READ, flags, 0, 0, read.udata))
             write = notes.get(KQ_FILTER_WRITE)
             if write is not None and not write.disabled and ev & _WRITE_FIRES:
@@ -467,6 +476,13 @@ def _identity(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def _is_fifo(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _make_fake_kqueue() -> FakeKqueue:

@@ -316,6 +316,16 @@ class KqueueBehaviour:
         assert mask & EVENT_OUT and mask & EVENT_HUP
         assert not mask & EVENT_NVAL
 
+    def test_pipe_reader_closed_read_interest_on_write_end(self, h: Harness) -> None:
+        # The read filter on a pipe's write end sees the gone reader as end of
+        # file (FreeBSD's filt_piperead), so io_read runs.
+        b = h.backend()
+        r, w = h.pipe()
+        b.update(w, 0, EVENT_IN)
+        assert b.wait(0) == []
+        os.close(r)
+        assert as_dict(b.wait(0)) == {w: EVENT_IN | EVENT_HUP}
+
     # -- closed fds ---------------------------------------------------------
 
     def test_closed_before_add_applied_is_nval_once(self, h: Harness) -> None:
