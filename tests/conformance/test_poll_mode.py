@@ -1,0 +1,545 @@
+"""SPEC section 5 (poll mode, adaptive busy polling) and SPEC 2 steps 4, 5 and 7.
+
+The ``PollMode.adjust`` rule unit-tested directly (keep / shrink / grow from
+4000 ns, grow 0 meaning 2, shrink 0 meaning 0, the clamp, the boundaries); the
+same rule driven through a context with ``io_poll`` handlers whose running time
+the test controls (an exact grow/shrink sequence of ``poll_ns``); the default
+(polling off); ``set_poll_params`` (reset, notify, bad values change nothing);
+``io_poll_begin``/``io_poll_end`` on transitions only; a handler without
+``io_poll`` disabling poll mode (external ones too, even while disabled); the
+notifier's own hit ending the busy loop without progress; polling time
+subtracted from the timeout; ``io_poll_ready``; and the rule that a
+non-blocking poll where every handler has ``io_poll`` makes no system call.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from aiocore import (
+    SCALE_MS,
+    AioContext,
+    Clock,
+    EventNotifier,
+    PluginRegistry,
+    clock_enable,
+    clock_get_ns,
+)
+from aiocore._pollmode import PollMode
+
+from ._support import Guard, Recorder, WaitSpy, make_pipe
+
+INITIAL = 4000
+
+
+# -- the rule, unit-tested ----------------------------------------------------------
+
+
+def run_adjust(pm: PollMode, blocks: list[int]) -> list[int]:
+    out = []
+    for block in blocks:
+        pm.adjust(block)
+        out.append(pm.ns)
+    return out
+
+
+def test_adjust_grows_from_4000_by_2_and_clamps() -> None:
+    pm = PollMode(32768, 0, 0)
+    assert pm.ns == 0
+    assert run_adjust(pm, [32767] * 6) == [4000, 8000, 16000, 32000, 32768, 32768]
+
+
+def test_adjust_grows_by_the_given_factor() -> None:
+    pm = PollMode(100_000, 3, 0)
+    assert run_adjust(pm, [99_999] * 5) == [4000, 12000, 36000, 100_000, 100_000]
+
+
+def test_adjust_first_window_is_clamped_too() -> None:
+    pm = PollMode(1000, 0, 0)
+    assert run_adjust(pm, [999]) == [1000]
+
+
+def test_adjust_keeps_when_block_fits_the_window() -> None:
+    pm = PollMode(1_000_000, 0, 2)
+    pm.adjust(10)
+    assert pm.ns == INITIAL
+    assert run_adjust(pm, [INITIAL, 1, 0, 3999]) == [INITIAL] * 4
+
+
+def test_adjust_shrinks_when_block_exceeds_max() -> None:
+    pm = PollMode(32768, 0, 2)
+    run_adjust(pm, [32767] * 5)
+    assert pm.ns == 32768
+    assert run_adjust(pm, [32769] * 4) == [16384, 8192, 4096, 2048]
+
+
+def test_adjust_shrink_zero_resets() -> None:
+    pm = PollMode(32768, 0, 0)
+    run_adjust(pm, [32767] * 3)
+    assert pm.ns == 16000
+    assert run_adjust(pm, [10**9]) == [0]
+
+
+def test_adjust_block_equal_to_max_neither_grows_nor_shrinks() -> None:
+    pm = PollMode(32768, 0, 2)
+    pm.adjust(100)
+    assert pm.ns == INITIAL
+    assert run_adjust(pm, [32768]) == [INITIAL]
+
+
+def test_adjust_shrink_from_zero_stays_zero() -> None:
+    pm = PollMode(32768, 0, 4)
+    assert run_adjust(pm, [10**9]) == [0]
+
+
+def test_set_params_resets_the_window() -> None:
+    pm = PollMode(32768, 0, 0)
+    pm.adjust(100)
+    assert pm.ns == INITIAL
+    pm.set_params(65536, 4, 2)
+    assert (pm.ns, pm.max_ns, pm.grow, pm.shrink) == (0, 65536, 4, 2)
+
+
+# -- the context's parameters ---------------------------------------------------------
+
+
+def test_polling_is_off_by_default(ctx: AioContext) -> None:
+    assert ctx.poll_max_ns == 0
+    assert ctx.poll_ns == 0
+
+
+def test_constructor_sets_poll_params(backend: str, registry: PluginRegistry) -> None:
+    with AioContext(
+        backend=backend, registry=registry, poll_max_ns=5000, poll_grow=3, poll_shrink=4
+    ) as ctx:
+        assert (ctx.poll_max_ns, ctx.poll_grow, ctx.poll_shrink, ctx.poll_ns) == (5000, 3, 4, 0)
+
+
+def test_set_poll_params_sets_resets_and_notifies(
+    ctx: AioContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx.set_poll_params(10**9, 0, 0)
+    ctx.poll(False)
+    assert ctx.poll_ns == INITIAL
+    calls: list[int] = []
+    monkeypatch.setattr(ctx, "notify", lambda: calls.append(1))
+    ctx.set_poll_params(50_000, 3, 2)
+    assert (ctx.poll_max_ns, ctx.poll_grow, ctx.poll_shrink, ctx.poll_ns) == (50_000, 3, 2, 0)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "name"),
+    [
+        ((-1, 0, 0), ValueError, "max_ns"),
+        ((0, -1, 0), ValueError, "grow"),
+        ((0, 0, -1), ValueError, "shrink"),
+        ((1.5, 0, 0), TypeError, "max_ns"),
+        ((0, "2", 0), TypeError, "grow"),
+        ((0, 0, None), TypeError, "shrink"),
+    ],
+)
+def test_bad_poll_params_change_nothing(
+    ctx: AioContext, args: tuple[object, object, object], exc: type[Exception], name: str
+) -> None:
+    ctx.set_poll_params(10**9, 3, 5)
+    ctx.poll(False)
+    before = (ctx.poll_max_ns, ctx.poll_grow, ctx.poll_shrink, ctx.poll_ns)
+    assert before == (10**9, 3, 5, INITIAL)
+    with pytest.raises(exc, match=name):
+        ctx.set_poll_params(*args)  # type: ignore[arg-type]
+    assert (ctx.poll_max_ns, ctx.poll_grow, ctx.poll_shrink, ctx.poll_ns) == before
+
+
+def test_bad_constructor_poll_params(backend: str, registry: PluginRegistry) -> None:
+    with pytest.raises(ValueError, match="poll_max_ns"):
+        AioContext(backend=backend, registry=registry, poll_max_ns=-1)
+    with pytest.raises(TypeError, match="poll_grow"):
+        AioContext(backend=backend, registry=registry, poll_grow=2.0)  # type: ignore[arg-type]
+
+
+# -- fixtures for the context tests ------------------------------------------------------
+
+
+class PollHandler:
+    """A handler on an empty pipe's read end (never fd-ready) with ``io_poll``.
+
+    ``result`` decides what ``io_poll`` returns (a bool or a callable);
+    ``delay_s`` makes each ``io_poll`` call take at least that long.
+    """
+
+    def __init__(self, ctx: AioContext, *, hooks: bool = True, external: bool = False) -> None:
+        self.ctx = ctx
+        self.r, self.w = make_pipe()
+        self.rec = Recorder()
+        self.polls = 0
+        self.delay_s = 0.0
+        self.result: bool | Callable[[], bool] = False
+        ctx.set_fd_handler(
+            self.r, self.rec.cb("read"), None, self.io_poll, "op", is_external=external
+        )
+        if hooks:
+            ctx.set_fd_poll(self.r, self.rec.cb("begin"), self.rec.cb("end"))
+
+    def io_poll(self, opaque: object) -> bool:
+        assert opaque == "op"
+        self.polls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        result = self.result
+        return result() if callable(result) else result
+
+    @property
+    def hooks(self) -> list[str]:
+        return [n for n in self.rec.names() if n in ("begin", "end")]
+
+    def close(self) -> None:
+        if not self.ctx.closed and self.r in self.ctx.handler_fds():
+            self.ctx.set_fd_handler(self.r, None)
+        os.close(self.r)
+        os.close(self.w)
+
+
+@pytest.fixture
+def handlers(ctx: AioContext) -> Iterator[Callable[..., PollHandler]]:
+    made: list[PollHandler] = []
+
+    def make(**kwargs: bool) -> PollHandler:
+        h = PollHandler(ctx, **kwargs)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def arm_virtual(ctx: AioContext, ns: int) -> None:
+    """A VIRTUAL timer *ns* ahead: a finite, exact timeout for blocking polls."""
+    clock_enable(Clock.VIRTUAL, True)
+    ctx.timer_new_ns(Clock.VIRTUAL, lambda _o: None).mod_ns(clock_get_ns(Clock.VIRTUAL) + ns)
+
+
+# -- the grow/shrink sequence through a context ----------------------------------------
+
+
+def test_poll_ns_follows_the_grow_and_shrink_sequence(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    # Non-blocking polls never busy-poll (the window is 0) but call io_poll
+    # once each; its delay sets block_ns.  The levels are a factor 10 apart,
+    # so scheduling noise far below them cannot change a step.
+    h = handlers(hooks=False)
+    ctx.set_poll_params(10 * SCALE_MS, 10, 4)
+    assert ctx.poll_ns == 0
+    h.delay_s = 0.0005
+    seen = []
+    for _ in range(5):
+        ctx.poll(False)
+        seen.append(ctx.poll_ns)
+    # 0 -> 4000 (first window) -> x10 while 0.5 ms exceeds the window -> keep.
+    assert seen == [4000, 40_000, 400_000, 4_000_000, 4_000_000]
+    h.delay_s = 0.006  # above the window, below max: grow, clamped at max
+    ctx.poll(False)
+    assert ctx.poll_ns == 10 * SCALE_MS
+    ctx.poll(False)
+    assert ctx.poll_ns == 10 * SCALE_MS
+    h.delay_s = 0.012  # above max: shrink by 4
+    ctx.poll(False)
+    assert ctx.poll_ns == 2_500_000
+    ctx.poll(False)
+    assert ctx.poll_ns == 625_000
+    assert h.hooks == []
+    # shrink 0: back to 0 at once.
+    ctx.set_poll_params(10 * SCALE_MS, 10, 0)
+    h.delay_s = 0.0005
+    ctx.poll(False)
+    ctx.poll(False)
+    assert ctx.poll_ns == 40_000
+    h.delay_s = 0.012
+    ctx.poll(False)
+    assert ctx.poll_ns == 0
+
+
+def test_poll_ns_stays_zero_with_polling_off(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    h = handlers()
+    h.delay_s = 0.0002
+    arm_virtual(ctx, 1 * SCALE_MS)
+    for blocking in (False, True, False, True):
+        ctx.poll(blocking)
+        assert ctx.poll_ns == 0
+    assert h.hooks == []
+
+
+# -- begin/end transitions ---------------------------------------------------------------
+
+
+def test_begin_and_end_run_on_transitions_only(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    h = handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    assert ctx.poll(False) is False
+    assert ctx.poll_ns == INITIAL
+    assert h.hooks == []
+    # A hit: poll mode started, io_poll's true is progress, no wait.
+    h.result = True
+    assert ctx.poll(True) is True
+    assert h.hooks == ["begin"]
+    assert h.rec.calls[0] == ("begin", "op")
+    assert ctx.poll(True) is True
+    assert h.hooks == ["begin"]
+    # A window with no hit ends poll mode; the try after the end hits.
+    h.result = lambda: h.hooks[-1:] == ["end"]
+    assert ctx.poll(True) is True
+    assert h.hooks == ["begin", "end"]
+    # Started again on the next window.
+    h.result = True
+    assert ctx.poll(True) is True
+    assert h.hooks == ["begin", "end", "begin"]
+    assert h.rec.count("read") == 0
+
+
+def test_nonblocking_poll_ends_poll_mode(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    h = handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+    h.result = True
+    ctx.poll(True)
+    assert h.hooks == ["begin"]
+    # A non-blocking poll has a zero window: poll mode stops, io_poll is
+    # still tried once.
+    polls = h.polls
+    assert ctx.poll(False) is True
+    assert h.hooks == ["begin", "end"]
+    assert h.polls == polls + 1
+    ctx.poll(False)
+    assert h.hooks == ["begin", "end"]
+
+
+def test_handler_without_io_poll_disables_poll_mode(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    h = handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+    h.result = True
+    ctx.poll(True)
+    assert h.hooks == ["begin"]
+    r, w = make_pipe()
+    try:
+        ctx.set_fd_handler(r, lambda _o: None)
+        polls = h.polls
+        # Polling is now disallowed: poll mode ends, io_poll is tried once
+        # (its hit still makes the poll return at once).
+        assert ctx.poll(True) is True
+        assert h.hooks == ["begin", "end"]
+        assert h.polls == polls + 1
+        assert ctx.poll(True) is True
+        assert h.hooks == ["begin", "end"]
+        assert h.polls == polls + 2
+        # Removing it allows polling again.
+        ctx.set_fd_handler(r, None)
+        ctx.poll(True)
+        assert h.hooks == ["begin", "end", "begin"]
+    finally:
+        ctx.set_fd_handler(r, None)
+        os.close(r)
+        os.close(w)
+
+
+def test_disabled_external_handler_without_io_poll_still_disables_poll_mode(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    h = handlers()
+    r, w = make_pipe()
+    try:
+        ctx.set_fd_handler(r, lambda _o: None, is_external=True)
+        ctx.disable_external()
+        ctx.set_poll_params(10**9, 0, 0)
+        arm_virtual(ctx, 50 * SCALE_MS)
+        ctx.poll(False)
+        assert ctx.poll_ns > 0
+        h.result = True
+        assert ctx.poll(True) is True
+        assert h.hooks == []
+        ctx.enable_external()
+    finally:
+        ctx.set_fd_handler(r, None)
+        os.close(r)
+        os.close(w)
+
+
+def test_hooks_are_not_carried_over_to_a_new_handler(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    h = handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+    # Replace the handler (same fd, same io_poll): the hooks are gone.
+    ctx.set_fd_handler(h.r, h.rec.cb("read"), None, h.io_poll, "op")
+    ctx.poll(False)
+    h.result = True
+    assert ctx.poll(True) is True
+    assert h.hooks == []
+
+
+def test_event_notifier_poll_hooks_get_the_notifier(
+    ctx: AioContext, registry: PluginRegistry
+) -> None:
+    e = EventNotifier(registry=registry)
+    try:
+        rec = Recorder()
+        ctx.set_event_notifier(e, lambda n: n.test_and_clear(), lambda _n: True)
+        ctx.set_event_notifier_poll(e, rec.cb("begin"), rec.cb("end"))
+        ctx.set_poll_params(10**9, 0, 0)
+        arm_virtual(ctx, 50 * SCALE_MS)
+        ctx.poll(False)
+        assert ctx.poll(True) is True
+        assert rec.calls == [("begin", e)]
+        ctx.poll(False)
+        assert rec.calls == [("begin", e), ("end", e)]
+        ctx.set_event_notifier(e, None)
+    finally:
+        e.close()
+
+
+def test_notifier_hit_ends_the_busy_loop_without_progress(
+    ctx: AioContext, handlers: Callable[..., PollHandler], spy: WaitSpy
+) -> None:
+    h = handlers()
+    # A 1 ms window (0 -> 4000 -> 1 ms), so the loop surely goes round again
+    # after the io_poll call that notifies.
+    ctx.set_poll_params(10**9, 250, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    h.delay_s = 0.0002
+    ctx.poll(False)
+    ctx.poll(False)
+    assert ctx.poll_ns == 1 * SCALE_MS
+    h.delay_s = 0.0
+    h.result = True
+    ctx.poll(True)
+    assert h.hooks == ["begin"]
+
+    def notify_once() -> bool:
+        if h.polls == first_call:
+            ctx.notify()
+        return False
+
+    first_call = h.polls + 1
+    h.result = notify_once
+    spy.reset()
+    # The notifier's io_poll hits: the busy loop ends (a hit, so poll mode
+    # stays started: no end hook), the timeout is zero, nothing progressed.
+    assert ctx.poll(True) is False
+    assert h.hooks == ["begin"]
+    assert all(t == 0 for t in spy.timeouts), spy.timeouts
+
+
+def test_polling_time_is_subtracted_from_the_timeout(
+    ctx: AioContext, handlers: Callable[..., PollHandler], spy: WaitSpy
+) -> None:
+    h = handlers()
+    # Two non-blocking polls of >0.1 ms grow the window 0 -> 4000 -> 1 ms.
+    ctx.set_poll_params(10**9, 250, 0)
+    arm_virtual(ctx, 3 * SCALE_MS)
+    h.delay_s = 0.0002
+    ctx.poll(False)
+    ctx.poll(False)
+    assert ctx.poll_ns == 1 * SCALE_MS
+    h.delay_s = 0.0
+    spy.reset()
+    # Busy-poll for the 1 ms window, no hit, then wait what is left of 3 ms.
+    assert ctx.poll(True) is False
+    assert h.hooks == ["begin", "end"]
+    assert len(spy.timeouts) == 1
+    assert 0 <= spy.timeouts[0] <= 2 * SCALE_MS
+
+
+def test_io_poll_ready_runs_instead_of_io_read(ctx: AioContext) -> None:
+    r, w = make_pipe()
+    try:
+        rec = Recorder()
+        state = {"hits": 1}
+
+        def io_poll(_opaque: object) -> bool:
+            if state["hits"]:
+                state["hits"] -= 1
+                return True
+            return False
+
+        ctx.set_fd_handler(r, rec.cb("read"), None, io_poll, "op", io_poll_ready=rec.cb("ready"))
+        assert ctx.poll(False) is True
+        assert rec.calls == [("ready", "op")]
+        assert ctx.poll(False) is False
+        assert rec.calls == [("ready", "op")]
+        # Real fd readiness (seen by a blocking poll's wait) goes to io_read.
+        guard = Guard(ctx)
+        ctx.poll(False)
+        os.write(w, b"x")
+        assert ctx.poll(True) is True
+        assert rec.names() == ["ready", "read"]
+        assert not guard.fired
+    finally:
+        ctx.set_fd_handler(r, None)
+        os.close(r)
+        os.close(w)
+
+
+# -- SPEC 2 step 5: no system call --------------------------------------------------------
+
+
+def test_nonblocking_poll_with_io_poll_everywhere_makes_no_system_call(
+    ctx: AioContext, handlers: Callable[..., PollHandler], spy: WaitSpy
+) -> None:
+    hs = [handlers(hooks=False) for _ in range(3)]
+    for _ in range(10):
+        ctx.poll(False)
+        if not spy.backend_needs_wait():
+            break
+    spy.reset()
+    quiet = 0
+    for _ in range(10):
+        if not spy.backend_needs_wait():
+            quiet += 1
+            calls = spy.calls
+            assert ctx.poll(False) is False
+            assert spy.calls == calls, "wait() called although every handler has io_poll"
+        else:
+            ctx.poll(False)
+    assert quiet > 0, f"{ctx.backend_name}.need_wait() never settled to False"
+    # A hit does not need the system call either.
+    hs[1].result = True
+    if not spy.backend_needs_wait():
+        calls = spy.calls
+        assert ctx.poll(False) is True
+        assert spy.calls == calls
+
+
+def test_nonblocking_poll_with_a_handler_without_io_poll_waits(
+    ctx: AioContext, handlers: Callable[..., PollHandler], spy: WaitSpy
+) -> None:
+    handlers(hooks=False)
+    r, w = make_pipe()
+    try:
+        ctx.set_fd_handler(r, lambda _o: None)
+        ctx.poll(False)
+        spy.reset()
+        ctx.poll(False)
+        assert spy.timeouts == [0]
+    finally:
+        ctx.set_fd_handler(r, None)
+        os.close(r)
+        os.close(w)
