@@ -35,8 +35,8 @@ the drain only causes one spurious, harmless wake-up, never a lost one.
 
 from __future__ import annotations
 
-import errno
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from time import monotonic_ns
@@ -759,11 +759,9 @@ class AioContext:
                 if node.is_external and self._external_disabled:
                     continue
                 if revents & EVENT_NVAL:
-                    handle(
-                        self._fd_error(
-                            fd, OSError(errno.EBADF, "Bad file descriptor"), "waiting for it"
-                        )
-                    )
+                    code = self._backend.fd_errno(fd)
+                    cause = OSError(code, os.strerror(code))
+                    handle(self._fd_error(fd, cause, "waiting for it"))
                     continue
                 if revents & READ_EVENTS:
                     cb = node.io_read
@@ -785,7 +783,8 @@ class AioContext:
         except BaseException:
             # Readiness not yet dispatched stays on its records; remember
             # which fds so the next poll() dispatches it (SPEC 12).
-            self._leftover = [(fd, 0) for fd, n in self._table.nodes.items() if n.revents]
+            snapshot = list(self._table.nodes.items())
+            self._leftover = [(fd, 0) for fd, n in snapshot if n.revents]
             raise
         return progress
 
@@ -799,6 +798,11 @@ class AioContext:
         """
         if self._closed:
             return
+        if self._depth:
+            raise RuntimeError(
+                "close() from inside poll() (a callback): schedule it to run after "
+                "poll() returns instead"
+            )
         try:
             self._registry.call_lifecycle("aiocore_context_closing", self)
         finally:

@@ -40,6 +40,7 @@ The rules a backend follows (the conformance suite checks each one):
 from __future__ import annotations
 
 import abc
+import errno
 import select
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -173,9 +174,16 @@ class Backend(abc.ABC):
 
         ``0`` means absent: ``old_mask == 0`` adds the fd, ``new_mask == 0``
         removes it.  The masks are combinations of ``EVENT_IN`` and
-        ``EVENT_OUT`` (``EVENT_ERR``/``EVENT_HUP`` are implied).  Raises
-        :class:`OSError` if the kernel refuses (adding a closed fd, a regular
-        file to epoll); the backend's own state is then unchanged.
+        ``EVENT_OUT`` (``EVENT_ERR``/``EVENT_HUP`` are implied).
+
+        Raises :class:`OSError` if the kernel refuses an add or change (a
+        closed fd, a regular file on epoll); the backend's state is then
+        unchanged and the core changes nothing either.  A backend that batches
+        changes into its next :meth:`wait` (kqueue, io_uring) learns of a
+        refused add only there, and reports it as ``EVENT_NVAL`` for that fd
+        instead.  A removal that the kernel refuses (epoll's ``EBADF`` for an
+        fd closed while registered) still forgets the fd before raising: the
+        core has already dropped the handler and only reports the error.
         """
 
     @abc.abstractmethod
@@ -195,6 +203,15 @@ class Backend(abc.ABC):
         (io_uring) says so here.
         """
         return False
+
+    def fd_errno(self, fd: int) -> int:
+        """The errno behind an ``EVENT_NVAL`` just reported for *fd*.
+
+        The core calls this (rarely: once per closed fd) to build the error it
+        hands the exception handler.  ``EBADF`` unless the backend knows
+        better (kqueue refuses some fds with ``EINVAL``).
+        """
+        return errno.EBADF
 
     def maintain(self) -> None:
         """Do deferred work at a safe point; see :attr:`maintenance_due`."""

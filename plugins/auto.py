@@ -73,6 +73,9 @@ class AutoBackend(Backend):
         # Shadowed per instance by the delegate's bound method (see _adopt).
         return self._delegate.need_wait()
 
+    def fd_errno(self, fd: int) -> int:
+        return self._delegate.fd_errno(fd)
+
     def update(self, fd: int, old_mask: int, new_mask: int) -> None:
         try:
             self._delegate.update(fd, old_mask, new_mask)

@@ -57,8 +57,10 @@ class EpollBackend(Backend):
     def update(self, fd: int, old_mask: int, new_mask: int) -> None:
         ep = self._epoll
         if not new_mask:
-            ep.unregister(fd)
+            # Forget the fd even if the kernel already did (EBADF/ENOENT for
+            # an fd closed while registered): the core has dropped it.
             self._nfds -= 1
+            ep.unregister(fd)
             return
         try:
             if old_mask:
