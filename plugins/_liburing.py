@@ -72,6 +72,7 @@ from typing import Any, Final, TypeAlias
 __all__ = [
     "ENV_VAR",
     "IORING_CQE_F_MORE",
+    "IORING_FEAT_CQE_SKIP",
     "IORING_FEAT_EXT_ARG",
     "IORING_FEAT_NODROP",
     "IORING_FEAT_RSRC_TAGS",
@@ -79,10 +80,12 @@ __all__ = [
     "IORING_OP_POLL_ADD",
     "IORING_OP_POLL_REMOVE",
     "IORING_POLL_ADD_MULTI",
+    "IORING_SETUP_CQSIZE",
     "IORING_SQ_CQ_OVERFLOW",
     "IOSQE_CQE_SKIP_SUCCESS",
     "LIBRARY_NAMES",
     "SQE",
+    "SQE_TAIL_INDEX",
     "IoUring",
     "IoUringParams",
     "KernelTimespec",
@@ -116,6 +119,8 @@ IORING_POLL_ADD_MULTI: Final = 1 << 0  # in sqe->len; 5.13+
 IORING_CQE_F_MORE: Final = 1 << 1
 
 IORING_SQ_CQ_OVERFLOW: Final = 1 << 1
+
+IORING_SETUP_CQSIZE: Final = 1 << 3  # params.cq_entries is valid
 
 IORING_FEAT_NODROP: Final = 1 << 1  # 5.5+
 IORING_FEAT_EXT_ARG: Final = 1 << 8  # 5.11+
@@ -503,12 +508,22 @@ class Ring:
         ``res`` at ``cqe_s32[4*i+2]`` and ``flags`` at ``cqe_u32[4*i+3]``
     """
 
-    def __init__(self, lib: Liburing, entries: int, flags: int = 0) -> None:
+    def __init__(self, lib: Liburing, entries: int, flags: int = 0, cq_entries: int = 0) -> None:
+        """Set up a ring of *entries* SQEs (and *cq_entries* CQEs, 0: the kernel's 2x).
+
+        Raises :class:`RingSetupError` with the errno explained when the
+        kernel refuses.  *cq_entries* below *entries* is raised to it (the
+        kernel would refuse it with EINVAL).
+        """
         self.lib = lib
         self.ring = IoUring()
         self.params = IoUringParams()
+        if cq_entries:
+            flags |= IORING_SETUP_CQSIZE
+            self.params.cq_entries = max(cq_entries, entries)
         self.params.flags = flags
         self.address: int = ctypes.addressof(self.ring)
+        self._open = False
         ret = lib.queue_init_params(entries, self.address, ctypes.addressof(self.params))
         if ret < 0:
             raise RingSetupError(-ret, explain_setup_errno(-ret))
