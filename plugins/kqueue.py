@@ -78,8 +78,8 @@ reference; macOS, OpenBSD and NetBSD behave the same where it matters here):
     ``EVENT_NVAL`` **once** and then not watched until :meth:`update` changes
     it again, as the contract asks.  Any other refusal of ``EV_ADD`` (macOS
     refuses some character devices with ``EINVAL``) is reported the same way,
-    and the real errno goes to the context's log, because the contract's
-    ``EVENT_NVAL`` carries no errno;
+    and the real errno is what :meth:`~KqueueBackend.fd_errno` hands the core
+    for its error report (and it goes to the context's log too);
   - removing the handler (``update(fd, mask, 0)``) is applied **at once**, not
     batched, precisely so that ``EBADF`` can be raised from :meth:`update` as
     the epoll backend does, and the core reports it through the exception
@@ -185,6 +185,11 @@ class KqueueLike(Protocol):
         self, changelist: Iterable[Any] | None, max_events: int, timeout: float | None = ...
     ) -> list[Any]: ...
     def close(self) -> None: ...
+    def fd_errno(self, fd: int) -> int:
+        """The errno kqueue refused *fd* with (EBADF, or EINVAL for a macOS tty)."""
+        with self._lock:
+            return self._dropped.get(fd, errno.EBADF)
+
     def fileno(self) -> int: ...
 
 
