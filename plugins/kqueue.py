@@ -185,11 +185,6 @@ class KqueueLike(Protocol):
         self, changelist: Iterable[Any] | None, max_events: int, timeout: float | None = ...
     ) -> list[Any]: ...
     def close(self) -> None: ...
-    def fd_errno(self, fd: int) -> int:
-        """The errno kqueue refused *fd* with (EBADF, or EINVAL for a macOS tty)."""
-        with self._lock:
-            return self._dropped.get(fd, errno.EBADF)
-
     def fileno(self) -> int: ...
 
 
@@ -498,6 +493,11 @@ class KqueueBackend(Backend):
         return refused
 
     # -- the rest -------------------------------------------------------------
+
+    def fd_errno(self, fd: int) -> int:
+        """The errno kqueue refused *fd* with (EBADF, or EINVAL for a macOS tty)."""
+        with self._lock:
+            return self._dropped.get(fd, errno.EBADF)
 
     def fileno(self) -> int:
         """The kqueue's fd."""
