@@ -1,0 +1,409 @@
+"""Threads: SPEC 2 step 1, SPEC 6 (the notify protocol across threads) and SPEC 11.
+
+``poll()`` from another thread raises ``RuntimeError``; ``acquire()``/
+``release()`` are recursive and exclude other threads, and ``poll()`` does not
+take that lock; ``set_fd_handler`` from another thread holding ``acquire()``,
+``notify()``, ``bh.schedule()``, ``bh_schedule_oneshot()``, ``timer.mod()``
+(moving it earlier), ``virtual_clock_step()`` and ``clock_enable()`` from
+another thread each wake a home thread blocked in ``poll(True)``; cross-thread
+``cancel()``/``delete()`` before a pass; and a stress test for lost wake-ups.
+
+Every blocking poll here is bounded: a REALTIME guard timer (see
+``_support.Guard``) fires if a wake-up is lost, and the test then fails on it
+instead of hanging; every thread is joined with a timeout.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from aiocore import (
+    SCALE_MS,
+    AioContext,
+    Clock,
+    clock_enable,
+    clock_get_ns,
+    virtual_clock_step,
+)
+
+from ._support import Guard, Pair, Recorder
+
+JOIN_S = 5.0
+
+
+class Worker:
+    """Run *fn* in a daemon thread after *delay_s*; keep its exception."""
+
+    def __init__(self, fn: Callable[[], object], delay_s: float = 0.02) -> None:
+        self.fn = fn
+        self.delay_s = delay_s
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            self.started.set()
+            self.fn()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def join(self) -> None:
+        self.thread.join(JOIN_S)
+        assert not self.thread.is_alive(), "worker thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def blocked_poll_is_woken_by(
+    ctx: AioContext, fn: Callable[[], object], until: Callable[[], bool]
+) -> list[bool]:
+    """Block in poll(True) while another thread runs *fn*; poll until *until()*.
+
+    Returns the poll results.  Fails if the guard fired (a lost wake-up) or if
+    a poll returned before the worker acted.
+    """
+    guard = Guard(ctx, 3000)
+    ctx.poll(False)  # accept the guard's own notification
+    worker = Worker(fn)
+    results: list[bool] = []
+    for _ in range(10):
+        results.append(ctx.poll(True))
+        assert worker.started.is_set(), "poll(True) returned before the other thread acted"
+        if until():
+            break
+    worker.join()
+    assert not guard.fired, "the blocked poll was not woken (the guard timer fired)"
+    assert until()
+    guard.cancel()
+    return results
+
+
+# -- home thread ---------------------------------------------------------------------
+
+
+def test_poll_from_another_thread_raises(ctx: AioContext) -> None:
+    errors: list[BaseException] = []
+    in_home: list[bool] = []
+
+    def other() -> None:
+        in_home.append(ctx.in_home_thread())
+        for blocking in (False, True):
+            try:
+                ctx.poll(blocking)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    ran: list[int] = []
+    ctx.bh_schedule_oneshot(lambda _o: ran.append(1))
+    Worker(other, 0).join()
+    assert len(errors) == 2
+    assert in_home == [False]
+    assert ctx.in_home_thread()
+    # The other thread's attempts changed nothing: the BH is still pending.
+    assert ran == []
+    assert ctx.poll(False) is True
+    assert ran == [1]
+
+
+# -- acquire / release ------------------------------------------------------------------
+
+
+def test_acquire_is_recursive(ctx: AioContext) -> None:
+    for _ in range(3):
+        ctx.acquire()
+    for _ in range(3):
+        ctx.release()
+    with pytest.raises(RuntimeError):
+        ctx.release()
+
+
+def test_release_from_a_thread_not_holding_it_raises(ctx: AioContext) -> None:
+    ctx.acquire()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            ctx.release()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    Worker(other, 0).join()
+    assert len(errors) == 1
+    ctx.release()
+
+
+def test_acquire_excludes_other_threads_until_fully_released(ctx: AioContext) -> None:
+    got = threading.Event()
+    let_go = threading.Event()
+
+    def other() -> None:
+        ctx.acquire()
+        got.set()
+        let_go.wait(JOIN_S)
+        ctx.release()
+
+    ctx.acquire()
+    ctx.acquire()
+    worker = Worker(other, 0)
+    assert not got.wait(0.02)
+    ctx.release()
+    assert not got.wait(0.02)
+    ctx.release()
+    assert got.wait(JOIN_S)
+    let_go.set()
+    worker.join()
+
+
+def test_poll_does_not_take_the_lock(ctx: AioContext) -> None:
+    holding = threading.Event()
+    polled = threading.Event()
+    timed_out: list[bool] = []
+
+    def other() -> None:
+        ctx.acquire()
+        holding.set()
+        timed_out.append(not polled.wait(2.0))
+        ctx.release()
+
+    worker = Worker(other, 0)
+    assert holding.wait(JOIN_S)
+    ran: list[int] = []
+    ctx.bh_schedule_oneshot(lambda _o: ran.append(1))
+    assert ctx.poll(False) is True
+    ctx.notify()
+    ctx.poll(True)
+    polled.set()
+    worker.join()
+    assert ran == [1]
+    assert timed_out == [False], "poll() waited for the lock another thread held"
+
+
+# -- wake-ups from another thread --------------------------------------------------------
+
+
+def test_set_fd_handler_from_another_thread_wakes_a_blocked_poll(
+    ctx: AioContext, pair: Pair
+) -> None:
+    # The fd is not ready: only the change's notify() can end the wait.
+    registered = threading.Event()
+
+    def other() -> None:
+        ctx.acquire()
+        try:
+            ctx.set_fd_handler(pair.a, lambda _o: None)
+        finally:
+            ctx.release()
+        registered.set()
+
+    results = blocked_poll_is_woken_by(ctx, other, registered.is_set)
+    assert results == [False]
+    assert pair.a in ctx.handler_fds()
+
+
+def test_handler_added_from_another_thread_is_dispatched(ctx: AioContext, pair: Pair) -> None:
+    rec = Recorder()
+    pair.send_to_a()
+
+    def other() -> None:
+        ctx.acquire()
+        try:
+            ctx.set_fd_handler(pair.a, rec.cb("read"), opaque="t")
+        finally:
+            ctx.release()
+
+    blocked_poll_is_woken_by(ctx, other, lambda: bool(rec.calls))
+    assert rec.calls[0] == ("read", "t")
+
+
+def test_handler_removed_from_another_thread_wakes_and_is_gone(
+    ctx: AioContext, pair: Pair
+) -> None:
+    rec = Recorder()
+    ctx.set_fd_handler(pair.a, rec.cb("read"))
+    removed = threading.Event()
+
+    def other() -> None:
+        ctx.acquire()
+        try:
+            ctx.set_fd_handler(pair.a, None)
+        finally:
+            ctx.release()
+        removed.set()
+        pair.send_to_a()
+
+    blocked_poll_is_woken_by(ctx, other, removed.is_set)
+    assert pair.a not in ctx.handler_fds()
+    assert ctx.poll(False) is False
+    assert rec.calls == []
+
+
+def test_notify_from_another_thread_wakes_without_progress(ctx: AioContext) -> None:
+    results = blocked_poll_is_woken_by(ctx, ctx.notify, lambda: True)
+    # The internal notifier's io_read ran: not progress.
+    assert results == [False]
+    # The wake-up was drained: the next blocking poll sleeps until its timer.
+    fired: list[int] = []
+    ctx.timer_new_ms(Clock.REALTIME, lambda _o: fired.append(1)).mod(
+        clock_get_ns(Clock.REALTIME) // SCALE_MS + 20
+    )
+    ctx.poll(False)
+    returns = 0
+    for _ in range(20):
+        ctx.poll(True)
+        returns += 1
+        if fired:
+            break
+    assert fired == [1]
+    assert returns <= 2
+
+
+def test_bh_schedule_from_another_thread_wakes(ctx: AioContext) -> None:
+    rec = Recorder()
+    bh = ctx.bh_new(rec.cb("bh"), "op")
+    results = blocked_poll_is_woken_by(ctx, bh.schedule, lambda: bool(rec.calls))
+    assert results == [True]
+    assert rec.calls == [("bh", "op")]
+
+
+def test_oneshot_from_another_thread_wakes(ctx: AioContext) -> None:
+    rec = Recorder()
+    results = blocked_poll_is_woken_by(
+        ctx, lambda: ctx.bh_schedule_oneshot(rec.cb("one"), 7), lambda: bool(rec.calls)
+    )
+    assert results == [True]
+    assert rec.calls == [("one", 7)]
+
+
+@pytest.mark.parametrize("how", ["mod", "mod_ns", "mod_anticipate"])
+def test_timer_moved_earlier_from_another_thread_wakes(ctx: AioContext, how: str) -> None:
+    rec = Recorder()
+    timer = ctx.timer_new_ms(Clock.REALTIME, rec.cb("timer"))
+    # Armed far beyond the guard: only the move can make it run in time.
+    timer.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + 60_000)
+
+    def other() -> None:
+        now_ms = clock_get_ns(Clock.REALTIME) // SCALE_MS
+        if how == "mod":
+            timer.mod(now_ms)
+        elif how == "mod_ns":
+            timer.mod_ns(now_ms * SCALE_MS)
+        else:
+            timer.mod_anticipate(now_ms)
+
+    results = blocked_poll_is_woken_by(ctx, other, lambda: bool(rec.calls))
+    assert results[-1] is True
+    assert rec.names() == ["timer"]
+
+
+def test_virtual_clock_step_from_another_thread_wakes(ctx: AioContext) -> None:
+    clock_enable(Clock.VIRTUAL, True)
+    rec = Recorder()
+    # Due in 60 virtual seconds: the blocking wait would last 60 real
+    # seconds (beyond the guard) unless the step wakes it.
+    step = 60_000 * SCALE_MS
+    ctx.timer_new_ns(Clock.VIRTUAL, rec.cb("v")).mod_ns(clock_get_ns(Clock.VIRTUAL) + step)
+    results = blocked_poll_is_woken_by(
+        ctx, lambda: virtual_clock_step(step), lambda: bool(rec.calls)
+    )
+    assert results[-1] is True
+
+
+def test_clock_enable_from_another_thread_wakes(ctx: AioContext) -> None:
+    rec = Recorder()
+    ctx.timer_new_ns(Clock.VIRTUAL, rec.cb("v")).mod_ns(0)
+    results = blocked_poll_is_woken_by(
+        ctx, lambda: clock_enable(Clock.VIRTUAL, True), lambda: bool(rec.calls)
+    )
+    assert results[-1] is True
+
+
+def test_cancel_and_delete_from_another_thread(ctx: AioContext) -> None:
+    rec = Recorder()
+    a = ctx.bh_new(rec.cb("a"))
+    b = ctx.bh_new(rec.cb("b"))
+    t = ctx.timer_new_ns(Clock.REALTIME, rec.cb("t"))
+    a.schedule()
+    b.schedule()
+    t.mod_ns(0)
+
+    def other() -> None:
+        a.cancel()
+        b.delete()
+        t.delete()
+
+    Worker(other, 0).join()
+    assert ctx.poll(False) is False
+    assert rec.calls == []
+    with pytest.raises(RuntimeError):
+        b.schedule()
+    a.schedule()
+    assert ctx.poll(False) is True
+    assert rec.names() == ["a"]
+
+
+# -- stress: no lost wake-ups ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("waker", ["bh", "notify", "timer", "oneshot"])
+def test_no_lost_wakeups(ctx: AioContext, waker: str) -> None:
+    rounds = 200
+    guard = Guard(ctx, 8000)
+    ctx.poll(False)
+    woken: list[int] = []
+    kicks = [0]
+    bh = ctx.bh_new(lambda _o: woken.append(1))
+    timer = ctx.timer_new_ns(Clock.REALTIME, lambda _o: woken.append(1))
+    go = threading.Semaphore(0)
+    stop = threading.Event()
+    rng = random.Random(waker)
+    spins = [rng.randrange(300) for _ in range(rounds)]
+
+    def wake() -> None:
+        if waker == "bh":
+            bh.schedule()
+        elif waker == "oneshot":
+            ctx.bh_schedule_oneshot(lambda _o: woken.append(1))
+        elif waker == "timer":
+            timer.mod_ns(0)
+        else:
+            kicks[0] += 1
+            ctx.notify()
+
+    def worker() -> None:
+        for i in range(rounds):
+            while not go.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            for _ in range(spins[i]):
+                pass
+            wake()
+
+    def progress() -> int:
+        return kicks[0] if waker == "notify" else len(woken)
+
+    w = Worker(worker, 0)
+    try:
+        for i in range(rounds):
+            go.release()
+            for _ in range(50):
+                if progress() > i:
+                    break
+                ctx.poll(True)
+                assert not guard.fired, f"wake-up lost in round {i}"
+            assert progress() > i, f"round {i} never completed"
+    finally:
+        stop.set()
+        w.join()
+    assert not guard.fired
