@@ -81,6 +81,9 @@ def blocked_poll_is_woken_by(
     for _ in range(10):
         results.append(ctx.poll(True))
         assert worker.started.is_set(), "poll(True) returned before the other thread acted"
+        # The wake-up may come from inside fn (its notify()); let fn finish
+        # before judging the outcome.
+        worker.done.wait(JOIN_S)
         if until():
             break
     worker.join()
