@@ -1,0 +1,325 @@
+"""The ``auto`` backend's upgrade from poll to epoll (SPEC 10, with SPEC 3, 9, 12).
+
+Only for ``auto`` (skipped with the reason where it or epoll is unavailable):
+100 notifiers force the upgrade (``backend_name`` goes from ``poll`` to
+``epoll``) and nothing is lost across it (a notifier set before is dispatched
+after, every registration works after, readiness left undispatched by an
+exception before the upgrade is dispatched after); the default threshold of 64
+fds; the upgrade happens only at the outermost poll level and not while
+external clients are disabled; no downgrade; an fd epoll refuses (a regular
+file) makes the context fall back to poll for good and say so in its log;
+closing an upgraded context leaks no fd.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from aiocore import AioContext, EventNotifier, PluginRegistry
+
+from ._support import ExcLog, Pair, poll_until
+
+MANY = 100
+
+
+@pytest.fixture
+def auto_ctx(registry: PluginRegistry) -> Iterator[AioContext]:
+    for name in ("auto", "epoll"):
+        if name not in registry.backends:
+            pytest.skip(f"backend {name!r} is not registered")
+        reason = registry.probe(name)
+        if reason is not None:
+            pytest.skip(f"backend {name!r} unavailable: {reason}")
+    ctx = AioContext(backend="auto", registry=registry)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+class Notifiers:
+    """*n* event notifiers registered on *ctx*, counting their dispatches."""
+
+    def __init__(self, ctx: AioContext, registry: PluginRegistry) -> None:
+        self.ctx = ctx
+        self.registry = registry
+        self.items: list[EventNotifier] = []
+        self.counts: dict[int, int] = {}
+
+    def add(self, n: int) -> list[EventNotifier]:
+        made = []
+        for _ in range(n):
+            e = EventNotifier(registry=self.registry)
+            self.items.append(e)
+            self.counts[id(e)] = 0
+            self.ctx.set_event_notifier(e, self._on_read)
+            made.append(e)
+        return made
+
+    def _on_read(self, e: EventNotifier) -> None:
+        e.test_and_clear()
+        self.counts[id(e)] += 1
+
+    def count(self, e: EventNotifier) -> int:
+        return self.counts[id(e)]
+
+    def remove_all(self) -> None:
+        for e in self.items:
+            if not self.ctx.closed and e.fileno() in self.ctx.handler_fds():
+                self.ctx.set_event_notifier(e, None)
+
+    def close(self) -> None:
+        self.remove_all()
+        for e in self.items:
+            e.close()
+
+
+@pytest.fixture
+def notifiers(auto_ctx: AioContext, registry: PluginRegistry) -> Iterator[Notifiers]:
+    ns = Notifiers(auto_ctx, registry)
+    yield ns
+    ns.close()
+
+
+def test_many_notifiers_force_the_upgrade_and_nothing_is_lost(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    ctx = auto_ctx
+    assert ctx.backend_name == "poll"
+    made = notifiers.add(MANY)
+    early = made[37]
+    early.set()
+    assert poll_until(ctx, lambda: notifiers.count(early) == 1, max_polls=3) >= 0
+    assert ctx.backend_name == "epoll"
+    # Every registration was migrated.
+    for e in made:
+        e.set()
+    assert poll_until(
+        ctx, lambda: all(notifiers.count(e) >= 1 for e in made) and notifiers.count(early) == 2,
+        max_polls=5,
+    ) >= 0
+    assert ctx.poll(False) is False
+    assert sum(notifiers.counts.values()) == MANY + 1
+
+
+def test_notifier_set_before_the_upgrade_is_dispatched_after(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    ctx = auto_ctx
+    first = notifiers.add(1)[0]
+    ctx.poll(False)
+    first.set()
+    notifiers.add(MANY - 1)
+    assert ctx.backend_name == "poll"
+    assert poll_until(ctx, lambda: notifiers.count(first) == 1, max_polls=3) >= 0
+    assert ctx.backend_name == "epoll"
+
+
+def test_default_threshold_is_64_fds(auto_ctx: AioContext, notifiers: Notifiers) -> None:
+    ctx = auto_ctx
+    notifiers.add(62)
+    for _ in range(3):
+        ctx.poll(False)
+    assert ctx.backend_name == "poll"
+    notifiers.add(8)
+    ctx.poll(False)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+
+
+def test_upgrade_only_at_the_outermost_level(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    ctx = auto_ctx
+    inside: list[str] = []
+
+    def bh(_opaque: object) -> None:
+        notifiers.add(MANY)
+        ctx.poll(False)
+        inside.append(ctx.backend_name)
+        ctx.poll(False)
+        inside.append(ctx.backend_name)
+
+    ctx.bh_schedule_oneshot(bh)
+    ctx.poll(False)
+    assert inside == ["poll", "poll"]
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+
+
+def test_no_upgrade_while_external_clients_are_disabled(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    ctx = auto_ctx
+    ctx.disable_external()
+    made = notifiers.add(MANY)
+    for _ in range(3):
+        ctx.poll(False)
+    assert ctx.backend_name == "poll"
+    ctx.enable_external()
+    made[5].set()
+    assert poll_until(ctx, lambda: notifiers.count(made[5]) == 1, max_polls=3) >= 0
+    assert ctx.backend_name == "epoll"
+
+
+def test_external_handlers_survive_the_upgrade(
+    auto_ctx: AioContext, notifiers: Notifiers, registry: PluginRegistry
+) -> None:
+    ctx = auto_ctx
+    ext = EventNotifier(registry=registry)
+    try:
+        hits: list[int] = []
+        ctx.set_event_notifier(ext, lambda n: (hits.append(1), n.test_and_clear()),
+                               is_external=True)
+        notifiers.add(MANY)
+        ctx.poll(False)
+        assert ctx.backend_name == "epoll"
+        ext.set()
+        ctx.disable_external()
+        ctx.poll(False)
+        assert hits == []
+        ctx.enable_external()
+        assert poll_until(ctx, lambda: bool(hits), max_polls=3) >= 0
+        ctx.set_event_notifier(ext, None)
+    finally:
+        ext.close()
+
+
+def test_no_downgrade(auto_ctx: AioContext, notifiers: Notifiers) -> None:
+    ctx = auto_ctx
+    notifiers.add(MANY)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+    notifiers.remove_all()
+    for _ in range(3):
+        ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+    # And it still works.
+    pair = Pair()
+    try:
+        got: list[int] = []
+        ctx.set_fd_handler(pair.a, None, lambda _o: got.append(1))
+        assert poll_until(ctx, lambda: bool(got), max_polls=3) >= 0
+        ctx.set_fd_handler(pair.a, None)
+    finally:
+        pair.close()
+
+
+def test_undispatched_readiness_survives_the_upgrade(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    # Two notifiers are reported ready; the first dispatched drains both and
+    # raises through a re-raising handler.  Then enough fds are added to
+    # upgrade: the next poll upgrades and must still dispatch the other one.
+    ctx = auto_ctx
+    ctx.set_exception_handler(ExcLog(reraise=True))
+    calls: list[int] = []
+    pair_es = notifiers.add(2)
+
+    def make(idx: int) -> Callable[[EventNotifier], None]:
+        def cb(_e: EventNotifier) -> None:
+            calls.append(idx)
+            for e in pair_es:
+                e.test_and_clear()
+            if len(calls) == 1:
+                raise ValueError("first")
+
+        return cb
+
+    for idx, e in enumerate(pair_es):
+        ctx.set_event_notifier(e, make(idx))
+    ctx.poll(False)
+    for e in pair_es:
+        e.set()
+    with pytest.raises(ValueError, match="first"):
+        ctx.poll(False)
+    assert len(calls) == 1
+    notifiers.add(MANY)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+    assert sorted(calls) == [0, 1]
+
+
+def test_regular_file_makes_it_fall_back_to_poll_for_good(
+    auto_ctx: AioContext,
+    notifiers: Notifiers,
+    tmp_path: os.PathLike[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = auto_ctx
+    caplog.set_level(logging.INFO, logger="aiocore")
+    made = notifiers.add(MANY)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+    path = os.path.join(os.fspath(tmp_path), "regular")
+    with open(path, "wb") as f:
+        f.write(b"data")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reads: list[int] = []
+        ctx.set_fd_handler(fd, lambda _o: reads.append(1))
+        assert ctx.backend_name == "poll"
+        assert any("poll" in r.getMessage() and r.name.startswith("aiocore")
+                   for r in caplog.records if r.levelno >= logging.WARNING)
+        # A regular file is always ready; the notifiers still work.
+        made[3].set()
+        assert poll_until(ctx, lambda: bool(reads) and notifiers.count(made[3]) == 1,
+                          max_polls=3) >= 0
+        # For good: more fds do not upgrade again.
+        notifiers.add(20)
+        for _ in range(3):
+            ctx.poll(False)
+        assert ctx.backend_name == "poll"
+        ctx.set_fd_handler(fd, None)
+    finally:
+        os.close(fd)
+
+
+def test_regular_file_before_the_upgrade_keeps_it_on_poll(
+    auto_ctx: AioContext,
+    notifiers: Notifiers,
+    tmp_path: os.PathLike[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = auto_ctx
+    caplog.set_level(logging.INFO, logger="aiocore")
+    path = os.path.join(os.fspath(tmp_path), "regular")
+    with open(path, "wb") as f:
+        f.write(b"data")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ctx.set_fd_handler(fd, lambda _o: None)
+        made = notifiers.add(MANY)
+        for _ in range(3):
+            ctx.poll(False)
+        assert ctx.backend_name == "poll"
+        assert any(r.name.startswith("aiocore") for r in caplog.records
+                   if r.levelno >= logging.WARNING)
+        made[0].set()
+        assert poll_until(ctx, lambda: notifiers.count(made[0]) == 1, max_polls=3) >= 0
+        ctx.set_fd_handler(fd, None)
+    finally:
+        os.close(fd)
+
+
+def test_upgraded_context_closes_without_leaks(
+    registry: PluginRegistry, no_fd_leak: None
+) -> None:
+    if registry.probe("auto") or registry.probe("epoll"):
+        pytest.skip("auto/epoll unavailable")
+    es = [EventNotifier(registry=registry) for _ in range(MANY)]
+    try:
+        for _ in range(3):
+            ctx = AioContext(backend="auto", registry=registry)
+            for e in es:
+                ctx.set_event_notifier(e, lambda n: n.test_and_clear())
+            ctx.poll(False)
+            assert ctx.backend_name == "epoll"
+            ctx.close()
+    finally:
+        for e in es:
+            e.close()
