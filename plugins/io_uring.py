@@ -130,6 +130,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import threading
 from collections.abc import Mapping
 from time import monotonic_ns
@@ -326,11 +327,26 @@ class IoUringBackend(Backend):
     def update(self, fd: int, old_mask: int, new_mask: int) -> None:
         """Record the change; the home thread applies it at its next wait.
 
-        Never raises for a closed fd: io_uring refuses it asynchronously, and
-        that is reported as ``EVENT_NVAL`` by the wait that submits it.
+        Adding or changing never raises: io_uring refuses a closed fd
+        asynchronously, reported as ``EVENT_NVAL`` by the wait that submits
+        it.  Removing a fd that was closed while registered and never reported
+        (an idle fd: its armed poll holds the file and stays silent) raises
+        :class:`OSError` ``EBADF`` *after* recording the removal, as epoll's
+        ``EPOLL_CTL_DEL`` does, so the error surfaces exactly once.  That costs
+        one ``fcntl(F_GETFD)`` per removal, never on the hot path.
         """
         with self._lock:
             self._changes[fd] = new_mask
+        if not new_mask and old_mask and fd not in self._dropped:
+            try:
+                fcntl.fcntl(fd, fcntl.F_GETFD)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"fd {fd} was closed while registered with io_uring (its armed "
+                    "POLL_ADD kept the file and reported nothing): "
+                    f"{exc.strerror}",
+                ) from None
 
     def need_wait(self) -> bool:
         """True when changes or re-arms await submission, or CQEs await reaping."""

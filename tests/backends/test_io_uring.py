@@ -519,6 +519,27 @@ def test_closed_fd_while_registered_reports_nval_once(
     assert backend.wait(0) == []
 
 
+def test_idle_fd_closed_while_registered_raises_once_on_removal(
+    make: Factory, sockets: Any, mode: str
+) -> None:
+    """An armed poll holds the file: a closed idle fd is silent, so removal says so."""
+    backend = make(multishot=mode)
+    a, _ = sockets()
+    fd = a.fileno()
+    backend.update(fd, 0, EVENT_IN)
+    assert backend.wait(0) == []
+    a.close()
+    assert backend.wait(0) == []
+    assert backend.wait(2 * MS) == []
+    with pytest.raises(OSError) as info:
+        backend.update(fd, EVENT_IN, 0)
+    assert info.value.errno == errno.EBADF
+    assert "closed while registered" in str(info.value)
+    assert backend.wait(0) == []  # the removal was recorded all the same
+    assert backend.statistics()["fds"] == 0
+    assert not backend.need_wait()
+
+
 def test_adding_a_closed_fd_reports_nval_once(make: Factory, sockets: Any, mode: str) -> None:
     backend = make(multishot=mode)
     a, _ = sockets()
