@@ -543,3 +543,52 @@ def test_nonblocking_poll_with_a_handler_without_io_poll_waits(
         ctx.set_fd_handler(r, None)
         os.close(r)
         os.close(w)
+
+
+def test_handler_removed_during_busy_polling_is_not_polled_again(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    a, b = handlers(hooks=False), handlers(hooks=False)
+    ctx.set_poll_params(10**9, 250, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    a.delay_s = 0.0002
+    ctx.poll(False)
+    ctx.poll(False)
+    a.delay_s = 0.0
+    assert ctx.poll_ns == 1 * SCALE_MS
+    removed_at: list[int] = []
+
+    def a_result() -> bool:
+        # The first call (in the busy loop) removes b, which comes after a in
+        # the same round: b must not be polled any more, not even in it.
+        if not removed_at:
+            ctx.set_fd_handler(b.r, None)
+            removed_at.append(b.polls)
+        return False
+
+    a.result = a_result
+    b.result = True
+    # The removal notifies, which ends the busy loop without progress.
+    assert ctx.poll(True) is False
+    assert removed_at
+    assert b.polls == removed_at[0]
+    assert b.rec.calls == []
+
+
+def test_nothing_due_polls_for_the_whole_window(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    # No timer: the timeout is infinite and the window is poll_ns.  The hit
+    # comes on a later call of the busy loop (never on the first try).
+    h = handlers()
+    ctx.set_poll_params(10**9, 250, 0)
+    h.delay_s = 0.0002
+    ctx.poll(False)
+    ctx.poll(False)
+    h.delay_s = 0.0
+    assert ctx.poll_ns == 1 * SCALE_MS
+    start = h.polls
+    h.result = lambda: h.polls >= start + 5
+    assert ctx.poll(True) is True
+    assert h.hooks == ["begin"]
+    assert h.polls == start + 5

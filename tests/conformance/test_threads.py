@@ -31,7 +31,7 @@ from aiocore import (
     virtual_clock_step,
 )
 
-from ._support import Guard, Pair, Recorder
+from ._support import Guard, Pair, Recorder, WaitSpy
 
 JOIN_S = 5.0
 
@@ -270,6 +270,35 @@ def test_notify_from_another_thread_wakes_without_progress(ctx: AioContext) -> N
             break
     assert fired == [1]
     assert returns <= 2
+
+
+def test_blocking_wait_with_nothing_due_has_no_timeout(ctx: AioContext, pair: Pair) -> None:
+    # Nothing due: the backend is asked to wait without limit (-1); the other
+    # thread's notify() ends it.  A guard timer would be a deadline, so the
+    # fallback that bounds this test is fd readiness: if the poll has not
+    # returned 2 s after the notify, the worker makes the fd readable.
+    returned = threading.Event()
+    fallback: list[int] = []
+
+    def other() -> None:
+        ctx.notify()
+        if not returned.wait(2.0):
+            fallback.append(1)
+            pair.send_to_a()
+
+    ctx.set_fd_handler(pair.a, lambda _o: pair.read_a())
+    ctx.poll(False)
+    spy = WaitSpy(ctx)
+    try:
+        worker = Worker(other)
+        ctx.poll(True)
+        returned.set()
+        worker.join()
+        assert fallback == [], "notify() did not wake the unbounded wait"
+        assert worker.started.is_set()
+        assert spy.timeouts == [-1]
+    finally:
+        spy.restore()
 
 
 def test_bh_schedule_from_another_thread_wakes(ctx: AioContext) -> None:

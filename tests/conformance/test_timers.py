@@ -463,3 +463,27 @@ def test_pending_timer_keeps_blocking_poll_bounded(ctx: AioContext) -> None:
     )
     assert poll_until(ctx, lambda: bool(fired), blocking=True, max_polls=10) >= 0
     assert ctx.poll(False) is False
+
+
+def test_nearest_deadline_over_all_clocks(
+    ctx: AioContext, virtual: None, spy: WaitSpy
+) -> None:
+    ctx.timer_new_ms(Clock.REALTIME, lambda _o: None).mod(
+        clock_get_ns(Clock.REALTIME) // SCALE_MS + 3000
+    )
+    ctx.timer_new_ns(Clock.HOST, lambda _o: None).mod_ns(clock_get_ns(Clock.HOST) + 10**10)
+    ctx.timer_new_ns(Clock.VIRTUAL, lambda _o: None).mod_ns(vnow() + 2 * SCALE_MS)
+    ctx.poll(False)
+    spy.reset()
+    assert ctx.poll(True) is False
+    assert spy.timeouts == [2 * SCALE_MS]
+    # Now a REALTIME deadline nearer than the virtual one.
+    fired: list[int] = []
+    ctx.timer_new_us(Clock.REALTIME, lambda _o: fired.append(1)).mod(
+        clock_get_ns(Clock.REALTIME) // SCALE_US + 1000
+    )
+    ctx.poll(False)
+    spy.reset()
+    assert poll_until(ctx, lambda: bool(fired), blocking=True, max_polls=5) >= 0
+    assert spy.timeouts
+    assert 0 <= spy.timeouts[0] <= 1 * SCALE_MS
