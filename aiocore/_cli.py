@@ -59,11 +59,14 @@ def selection(registry: PluginRegistry) -> dict[str, Any]:
     result["requested"] = names
     result["origin"] = cfg.backend.origin
     skipped: dict[str, str] = {}
+    try:
+        # As AioContext() does: an unknown name is an error, not a skip.
+        registry.check_backend_names(names)
+    except UnknownBackendError as exc:
+        result["error"] = f"{exc} (requested by {cfg.backend.origin})"
+        result["skipped"] = skipped
+        return result
     for name in names:
-        if name not in registry.backends:
-            known = ", ".join(sorted(registry.backends))
-            skipped[name] = f"unknown backend (no plugin registers it); known backends: {known}"
-            continue
         reason = registry.probe(name)
         if reason is not None:
             skipped[name] = reason
@@ -109,6 +112,8 @@ def _cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
         for p in registry.plugins.values()
         if p.status != "loaded"
     ]
+    # Exit 1 when a context created here would fail to pick a backend.
+    status = 1 if "selected" not in sel else 0
     if args.json:
         json.dump(
             {"backends": data, "selection": sel, "plugins_not_loaded": missing},
@@ -117,14 +122,14 @@ def _cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
             default=str,
         )
         out.write("\n")
-        return 0
+        return status
     _table([("BACKEND", "PLUGIN", "DISTRIBUTION", "STATUS"), *rows], out)
     out.write("\n")
     _write_selection(sel, out)
     for m in missing:
         detail = f": {m['error']}" if m["error"] else " (AIOCORE_BLOCK_PLUGINS)"
         out.write(f"plugin {m['plugin']!r} {m['status']}{detail}\n")
-    return 0
+    return status
 
 
 def _write_selection(sel: dict[str, Any], out: TextIO) -> None:
@@ -138,10 +143,9 @@ def _write_selection(sel: dict[str, Any], out: TextIO) -> None:
         out.write(f"selection: none of [{requested}] ({sel['origin']}) is available here\n")
         return
     runs = sel.get("runs_on", sel["selected"])
-    extra = ""
     stats = sel.get("statistics") or {}
-    if "epoll_threshold" in stats and runs == "poll":
-        extra = f", upgrading to epoll at {stats['epoll_threshold']} fds"
+    # A composite backend describes its own plan (auto: when it upgrades).
+    extra = f"; it {stats['policy']}" if stats.get("policy") else ""
     out.write(
         f"selection: {sel['selected']} (requested [{requested}] by {sel['origin']}); "
         f"a new context runs on {runs}{extra}\n"

@@ -245,6 +245,7 @@ class AioContext:
 
     def in_home_thread(self) -> bool:
         """True in the thread that may :meth:`poll` this context."""
+        self._check_open()
         return _get_ident() == self._home
 
     # -- checks ------------------------------------------------------------
@@ -386,10 +387,15 @@ class AioContext:
         mask = (EVENT_IN if io_read is not None else 0) | (EVENT_OUT if io_write is not None else 0)
         node = AioHandler(fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external, mask)
         new_mask = self._effective(node)
-        if new_mask != old_mask:
-            # May raise OSError (a closed fd, a regular file on epoll): then
-            # nothing has changed yet.
+        if new_mask:
+            # Told even when the mask is unchanged: if the fd number was
+            # closed and reused without removing the handler, epoll has
+            # silently dropped the old file and must learn the new one.  May
+            # raise OSError (a closed fd, a regular file on epoll): then nothing
+            # has changed yet.
             self._backend.update(fd, old_mask, new_mask)
+        elif old_mask:
+            self._backend.update(fd, old_mask, 0)
         table.replace(fd, node)
         return True
 
@@ -495,6 +501,12 @@ class AioContext:
         return self._external_disabled
 
     def _refresh_external(self, disabling: bool) -> None:
+        try:
+            self._toggle_external(disabling)
+        finally:
+            self._backend_changed()
+
+    def _toggle_external(self, disabling: bool) -> None:
         backend = self._backend
         for fd, node in list(self._table.nodes.items()):
             if node.is_external and node.mask:
@@ -641,6 +653,14 @@ class AioContext:
                 progress = True
             if self._timers.armed and self._timers.run():
                 progress = True
+        except BaseException:
+            # A callback's exception escapes (a re-raising handler, or a
+            # BaseException): readiness recorded on handler records but not yet
+            # dispatched must not be lost, so remember those fds for the next
+            # poll() (SPEC 12).  BHs and timers keep their own state.
+            snapshot = list(table.nodes.items())
+            self._leftover = [(fd, 0) for fd, n in snapshot if n.revents]
+            raise
         finally:
             if announced:
                 self._notify_me -= 2
@@ -733,59 +753,52 @@ class AioContext:
         progress = False
         handle = self._handle_exception
         notifier = self._notifier_node
-        try:
-            ready = self._poll_ready
-            while ready:
-                polled = ready.pop(0)
-                if polled.deleted or (polled.is_external and self._external_disabled):
-                    continue
-                progress = True
-                try:
-                    polled.io_poll_ready(polled.opaque)  # type: ignore[misc]
-                except Exception as exc:
-                    handle(exc)
-            if self._leftover:
-                events = self._leftover + events
-                self._leftover = []
-            nodes = self._table.nodes
-            for fd, _ in events:
-                node = nodes.get(fd)
-                if node is None:
-                    continue
-                revents = node.revents
-                if not revents:
-                    continue
-                node.revents = 0
-                if node.is_external and self._external_disabled:
-                    continue
-                if revents & EVENT_NVAL:
-                    code = self._backend.fd_errno(fd)
-                    cause = OSError(code, os.strerror(code))
-                    handle(self._fd_error(fd, cause, "waiting for it"))
-                    continue
-                if revents & READ_EVENTS:
-                    cb = node.io_read
-                    if cb is not None:
-                        try:
-                            cb(node.opaque)
-                        except Exception as exc:
-                            handle(exc)
-                        if node is not notifier:
-                            progress = True
-                if revents & WRITE_EVENTS:
-                    cb = node.io_write
-                    if cb is not None and not node.deleted:
+        ready = self._poll_ready
+        while ready:
+            polled = ready.pop(0)
+            if polled.deleted or (polled.is_external and self._external_disabled):
+                continue
+            progress = True
+            try:
+                polled.io_poll_ready(polled.opaque)  # type: ignore[misc]
+            except Exception as exc:
+                handle(exc)
+        if self._leftover:
+            events = self._leftover + events
+            self._leftover = []
+        nodes = self._table.nodes
+        for fd, _ in events:
+            node = nodes.get(fd)
+            if node is None:
+                continue
+            revents = node.revents
+            if not revents:
+                continue
+            node.revents = 0
+            if node.is_external and self._external_disabled:
+                continue
+            if revents & EVENT_NVAL:
+                code = self._backend.fd_errno(fd)
+                cause = OSError(code, os.strerror(code))
+                handle(self._fd_error(fd, cause, "waiting for it"))
+                continue
+            if revents & READ_EVENTS:
+                cb = node.io_read
+                if cb is not None:
+                    try:
+                        cb(node.opaque)
+                    except Exception as exc:
+                        handle(exc)
+                    if node is not notifier:
                         progress = True
-                        try:
-                            cb(node.opaque)
-                        except Exception as exc:
-                            handle(exc)
-        except BaseException:
-            # Readiness not yet dispatched stays on its records; remember
-            # which fds so the next poll() dispatches it (SPEC 12).
-            snapshot = list(self._table.nodes.items())
-            self._leftover = [(fd, 0) for fd, n in snapshot if n.revents]
-            raise
+            if revents & WRITE_EVENTS:
+                cb = node.io_write
+                if cb is not None and not node.deleted:
+                    progress = True
+                    try:
+                        cb(node.opaque)
+                    except Exception as exc:
+                        handle(exc)
         return progress
 
     # -- lifecycle ----------------------------------------------------------
@@ -806,19 +819,25 @@ class AioContext:
         try:
             self._registry.call_lifecycle("aiocore_context_closing", self)
         finally:
-            if self._sources is not None:
-                self._sources.close()
-            self._closed = True
-            self._home = None
-            _clocks.unregister_context(self)
-            self._bhs.close()
-            self._timers.close()
             try:
-                self._backend.close()
+                if self._sources is not None:
+                    self._sources.close()
             finally:
-                self._event.close()
-                self._table = FdTable()
-                self._table.special = self._notifier_node
+                self._release()
+
+    def _release(self) -> None:
+        """Release every resource; runs even if a plugin or source raised."""
+        self._closed = True
+        self._home = None
+        _clocks.unregister_context(self)
+        self._bhs.close()
+        self._timers.close()
+        try:
+            self._backend.close()
+        finally:
+            self._event.close()
+            self._table = FdTable()
+            self._table.special = self._notifier_node
 
     def __enter__(self) -> AioContext:
         self._check_open()

@@ -10,7 +10,6 @@ context's internal notifier is made the same way.
 
 from __future__ import annotations
 
-import abc
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["EventNotifier"]
 
 
-class EventNotifier(abc.ABC):
+class EventNotifier:
     """A settable, pollable flag backed by a file descriptor (QEMU's ``EventNotifier``).
 
     ``set()`` makes :meth:`fileno` readable; :meth:`test_and_clear` drains it
@@ -58,26 +57,46 @@ class EventNotifier(abc.ABC):
         """Return ``None`` if this implementation works here, else why not."""
         return None
 
-    @abc.abstractmethod
+    # The interface below is implemented by every registered implementation.
+    # It is not declared with abc.abstractmethod because EventNotifier() itself
+    # is the documented way to make one (__new__ picks the implementation), and
+    # type checkers refuse to let code instantiate an abstract class.
+
     def set(self) -> None:
         """Make the notifier readable.  Setting a set notifier keeps it set."""
+        raise NotImplementedError(self._missing("set"))  # abstractmethod: see above
 
-    @abc.abstractmethod
     def test_and_clear(self) -> bool:
         """Drain the notifier; return whether it was set."""
+        raise NotImplementedError(self._missing("test_and_clear"))  # abstractmethod
 
-    @abc.abstractmethod
     def fileno(self) -> int:
         """The fd to watch for readability."""
+        raise NotImplementedError(self._missing("fileno"))  # abstractmethod
 
-    @abc.abstractmethod
     def close(self) -> None:
         """Close the fd(s).  Idempotent."""
+        raise NotImplementedError(self._missing("close"))  # abstractmethod
 
     @property
-    @abc.abstractmethod
     def closed(self) -> bool:
         """True after :meth:`close`."""
+        raise NotImplementedError(self._missing("closed"))  # abstractmethod
+
+    def _missing(self, name: str) -> str:
+        return f"{type(self).__name__} does not implement EventNotifier.{name}"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # What abc would check at instantiation, checked at definition: an
+        # implementation that forgets a method fails when its plugin loads.
+        super().__init_subclass__(**kwargs)
+        missing = [
+            n
+            for n in ("set", "test_and_clear", "fileno", "close", "closed")
+            if getattr(cls, n) is getattr(EventNotifier, n)
+        ]
+        if missing:
+            raise TypeError(f"{cls.__name__} must implement EventNotifier's {', '.join(missing)}")
 
     def __enter__(self) -> EventNotifier:
         return self

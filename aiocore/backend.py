@@ -16,7 +16,7 @@ Masks use the values of :mod:`select`'s ``POLL*`` constants, which Linux's
 ``EVENT_ERR``     error condition (``POLLERR``); always reported, never asked
 ``EVENT_HUP``     hang-up (``POLLHUP``); always reported, never asked
 ``EVENT_NVAL``    the fd is not open (``POLLNVAL``): reported once, after which
-                  the backend stops watching that fd until :meth:`update`
+                  the backend stops watching that fd until :meth:`Backend.update`
                   changes it again
 ================  =========================================================
 

@@ -133,8 +133,21 @@ class AutoBackend(Backend):
     def close(self) -> None:
         self._delegate.close()
 
+    def _policy(self) -> str:
+        if self._final:
+            return "stays on poll for good"
+        if self.name != "poll":
+            return f"upgraded to {self.name}"
+        try:
+            probe = self.setup.open("epoll")
+        except Exception as exc:
+            return f"stays on poll: epoll cannot be opened ({exc})"
+        probe.close()
+        return f"upgrades to epoll at {self._threshold} fds"
+
     def statistics(self) -> dict[str, object]:
         return {
+            "policy": self._policy(),
             "delegate": self._delegate.name,
             "epoll_threshold": self._threshold,
             "upgrades": self.upgrades,

@@ -64,7 +64,12 @@ class EpollBackend(Backend):
             return
         try:
             if old_mask:
-                ep.modify(fd, new_mask)
+                try:
+                    ep.modify(fd, new_mask)
+                except FileNotFoundError:
+                    # The fd was closed and its number reused while registered:
+                    # epoll forgot the old file, so watch the new one.
+                    ep.register(fd, new_mask)
             else:
                 ep.register(fd, new_mask)
                 self._nfds += 1

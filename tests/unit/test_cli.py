@@ -42,7 +42,7 @@ def test_backends_table_lists_each_backend_with_status_and_provider() -> None:
         assert "aiocore 0.1.0" in rows[name]
     sel = next(ln for ln in lines if ln.startswith("selection:"))
     assert "auto (requested [auto] by default)" in sel
-    assert "runs on poll, upgrading to epoll at 64 fds" in sel
+    assert "runs on poll; it upgrades to epoll at 64 fds" in sel
 
 
 def test_backends_json_parses_and_matches_registry() -> None:
