@@ -104,8 +104,8 @@ def _cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
                 "distribution": info.dist,
             }
         )
-        status = "available" if reason is None else f"unavailable: {reason}"
-        rows.append((name, info.plugin, info.dist or "-", status))
+        state = "available" if reason is None else f"unavailable: {reason}"
+        rows.append((name, info.plugin, info.dist or "-", state))
     sel = selection(registry)
     missing = [
         {"plugin": p.name, "status": p.status, "error": p.error}
