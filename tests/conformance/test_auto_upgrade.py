@@ -244,6 +244,28 @@ def test_undispatched_readiness_survives_the_upgrade(
     assert sorted(calls) == [0, 1]
 
 
+def test_upgrade_after_an_exception_escaped_poll(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    # poll() restores its nesting level when a callback's exception escapes;
+    # otherwise the "outermost level" would never come back.
+    ctx = auto_ctx
+
+    def boom(_opaque: object) -> None:
+        raise KeyboardInterrupt
+
+    ctx.bh_schedule_oneshot(boom)
+    with pytest.raises(KeyboardInterrupt):
+        ctx.poll(True)
+    ctx.set_exception_handler(ExcLog(reraise=True))
+    ctx.bh_schedule_oneshot(lambda _o: (_ for _ in ()).throw(ValueError("x")))
+    with pytest.raises(ValueError, match="x"):
+        ctx.poll(False)
+    notifiers.add(MANY)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+
+
 def test_regular_file_makes_it_fall_back_to_poll_for_good(
     auto_ctx: AioContext,
     notifiers: Notifiers,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from aiocore import AioContext, Clock, clock_get_ns
+from aiocore import AioContext, Clock, clock_enable, clock_get_ns
 
 from ._support import Pair, Recorder, WaitSpy, make_pipe
 
@@ -224,3 +224,42 @@ def test_readiness_reported_before_disable_is_not_dispatched_while_disabled(
     ctx.enable_external()
     assert ctx.poll(False) is True
     assert rec.names() == ["ext"]
+
+
+def test_disabled_external_handler_gets_no_poll_hooks(ctx: AioContext) -> None:
+    r1, w1 = make_pipe()
+    r2, w2 = make_pipe()
+    try:
+        rec = Recorder()
+        state = {"hit": False}
+        ext_polls: list[int] = []
+
+        def ext_poll(_opaque: object) -> bool:
+            ext_polls.append(1)
+            return False
+
+        ctx.set_fd_handler(r1, rec.cb("ext-read"), None, ext_poll, is_external=True)
+        ctx.set_fd_poll(r1, rec.cb("ext-begin"), rec.cb("ext-end"))
+        ctx.set_fd_handler(r2, rec.cb("int-read"), None, lambda _o: state["hit"])
+        ctx.set_fd_poll(r2, rec.cb("int-begin"), rec.cb("int-end"))
+        ctx.disable_external()
+        ctx.set_poll_params(10**9, 0, 0)
+        clock_enable(Clock.VIRTUAL, True)
+        ctx.timer_new_ns(Clock.VIRTUAL, lambda _o: None).mod_ns(
+            clock_get_ns(Clock.VIRTUAL) + 50_000_000
+        )
+        ctx.poll(False)
+        assert ctx.poll_ns > 0
+        state["hit"] = True
+        assert ctx.poll(True) is True
+        ctx.poll(False)
+        assert rec.names() == ["int-begin", "int-end"]
+        assert ext_polls == []
+        ctx.enable_external()
+        ctx.poll(False)
+        assert ext_polls == [1]
+    finally:
+        for fd in (r1, r2):
+            ctx.set_fd_handler(fd, None)
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)

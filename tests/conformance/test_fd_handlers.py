@@ -119,11 +119,16 @@ def test_all_none_removes_the_handler(ctx: AioContext, pair: Pair) -> None:
     assert rec.calls == []
 
 
-def test_removing_an_absent_fd_is_a_noop(ctx: AioContext, pair: Pair) -> None:
+def test_removing_an_absent_fd_is_a_noop(
+    ctx: AioContext, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = ctx.handler_fds()
+    calls: list[int] = []
+    monkeypatch.setattr(ctx, "notify", lambda: calls.append(1))
     ctx.set_fd_handler(pair.a, None)
     ctx.set_fd_handler(pair.a, None)
     assert ctx.handler_fds() == before
+    assert calls == []
     assert ctx.poll(False) is False
 
 
@@ -419,3 +424,40 @@ def test_blocking_poll_wakes_for_readiness(ctx: AioContext, pair: Pair) -> None:
     assert ctx.poll(True) is True
     assert rec.names() == ["read"]
     assert not guard.fired
+
+
+def test_io_poll_ready_removed_by_an_earlier_callback_is_not_called(
+    ctx: AioContext, pipe: tuple[int, int]
+) -> None:
+    r2, w2 = make_pipe()
+    try:
+        r1 = pipe[0]
+        calls: list[int] = []
+
+        def make(me: int, other: int) -> Callable[[object], None]:
+            def ready(_opaque: object) -> None:
+                calls.append(me)
+                ctx.set_fd_handler(other, None)
+
+            return ready
+
+        hits = {r1: 1, r2: 1}
+
+        def io_poll(fd: object) -> bool:
+            assert isinstance(fd, int)
+            hit = hits[fd] > 0
+            hits[fd] -= 1
+            return hit
+
+        ctx.set_fd_handler(r1, _noop, None, io_poll, r1, io_poll_ready=make(r1, r2))
+        ctx.set_fd_handler(r2, _noop, None, io_poll, r2, io_poll_ready=make(r2, r1))
+        ctx.poll(False)
+        assert len(calls) == 1
+    finally:
+        ctx.set_fd_handler(r2, None)
+        os.close(r2)
+        os.close(w2)
+
+
+def _noop(_opaque: object) -> None:
+    return None

@@ -281,7 +281,7 @@ def test_poll_ns_stays_zero_with_polling_off(
 
 
 def test_begin_and_end_run_on_transitions_only(
-    ctx: AioContext, handlers: Callable[..., PollHandler]
+    ctx: AioContext, handlers: Callable[..., PollHandler], spy: WaitSpy
 ) -> None:
     h = handlers()
     ctx.set_poll_params(10**9, 0, 0)
@@ -305,6 +305,9 @@ def test_begin_and_end_run_on_transitions_only(
     assert ctx.poll(True) is True
     assert h.hooks == ["begin", "end", "begin"]
     assert h.rec.count("read") == 0
+    # Every poll found work by polling: a hit sets the timeout to 0, so no
+    # blocking wait happened (the virtual timer is 50 ms away).
+    assert all(t == 0 for t in spy.timeouts), spy.timeouts
 
 
 def test_nonblocking_poll_ends_poll_mode(

@@ -388,8 +388,8 @@ def test_cancel_and_delete_from_another_thread(ctx: AioContext) -> None:
 # -- stress: no lost wake-ups ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("waker", ["bh", "notify", "timer", "oneshot"])
-def test_no_lost_wakeups(ctx: AioContext, waker: str) -> None:
+@pytest.mark.parametrize("waker", ["bh", "notify", "timer", "oneshot", "handler"])
+def test_no_lost_wakeups(ctx: AioContext, waker: str, pair: Pair) -> None:
     rounds = 200
     guard = Guard(ctx, 8000)
     ctx.poll(False)
@@ -402,8 +402,22 @@ def test_no_lost_wakeups(ctx: AioContext, waker: str) -> None:
     rng = random.Random(waker)
     spins = [rng.randrange(300) for _ in range(rounds)]
 
+    # "handler": the worker registers a handler on an fd that is always
+    # readable; the handler removes itself when it runs.
+    pair.send_to_a()
+
+    def on_read(_opaque: object) -> None:
+        woken.append(1)
+        ctx.set_fd_handler(pair.a, None)
+
     def wake() -> None:
-        if waker == "bh":
+        if waker == "handler":
+            ctx.acquire()
+            try:
+                ctx.set_fd_handler(pair.a, on_read)
+            finally:
+                ctx.release()
+        elif waker == "bh":
             bh.schedule()
         elif waker == "oneshot":
             ctx.bh_schedule_oneshot(lambda _o: woken.append(1))
