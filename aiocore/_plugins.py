@@ -59,7 +59,17 @@ log = logging.getLogger("aiocore")
 
 #: Short names of the built-in plugins, in load order; each is the module
 #: ``aiocore_plugins.<name>``.
-BUILTIN_PLUGINS: Final = ("notifier", "poll", "epoll", "io_uring", "kqueue", "auto")
+BUILTIN_PLUGINS: Final = (
+    "notifier",
+    "poll",
+    "epoll",
+    "io_uring",
+    "kqueue",
+    "auto",
+    "notifier_source",
+    "timer_source",
+    "socket_source",
+)
 BUILTIN_PACKAGE: Final = "aiocore_plugins"
 #: The entry-point group, which is also pluggy's project name.
 ENTRY_POINT_GROUP: Final = "aiocore"

@@ -70,6 +70,18 @@ class EventfdNotifier(EventNotifier):
             raise _closed_error(self)
         return self._fd
 
+    def write_fileno(self) -> int:
+        """The fd that sets the notifier: for an eventfd, the same fd.
+
+        Hand it to another process (``subprocess.Popen(pass_fds=...)``, or
+        ``fork()``); the other side wakes this one by writing an 8-byte
+        native-endian 1 (``aiocore_plugins.notifier_source.wake(fd)``), and
+        must never read it.
+        """
+        if self._fd < 0:
+            raise _closed_error(self)
+        return self._fd
+
     @property
     def closed(self) -> bool:
         return self._fd < 0
@@ -126,7 +138,12 @@ class PipeNotifier(EventNotifier):
         return self._rfd
 
     def write_fileno(self) -> int:
-        """The write end, for handing to another process."""
+        """The write end, for handing to another process.
+
+        Any write sets the notifier; ``aiocore_plugins.notifier_source.wake(fd)``
+        writes the same 8 bytes an eventfd needs, so the waker need not know
+        which kind it holds.
+        """
         if self._wfd < 0:
             raise _closed_error(self)
         return self._wfd
