@@ -475,6 +475,27 @@ def test_bad_set_fd_poll_arguments(
     assert ctx.handler_fds() == [pair.a]
 
 
+def test_bad_event_notifier_callbacks_change_nothing(
+    ctx: AioContext, registry: PluginRegistry
+) -> None:
+    e = aiocore.EventNotifier(registry=registry)
+    try:
+        rec = Recorder()
+        ctx.set_event_notifier(e, rec.cb("orig"))
+        with pytest.raises(TypeError, match=r"\bio_read\b"):
+            ctx.set_event_notifier(e, 5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"\bio_poll\b"):
+            ctx.set_event_notifier(e, _noop, "x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"\bio_poll_begin\b"):
+            ctx.set_event_notifier_poll(e, 1, None)  # type: ignore[arg-type]
+        e.set()
+        assert ctx.poll(False) is True
+        assert rec.calls == [("orig", e)]
+        ctx.set_event_notifier(e, None)
+    finally:
+        e.close()
+
+
 def test_bad_bh_arguments_change_nothing(ctx: AioContext) -> None:
     with pytest.raises(TypeError, match=r"\bcb\b"):
         ctx.bh_new(3)  # type: ignore[arg-type]
