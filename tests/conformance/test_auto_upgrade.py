@@ -173,8 +173,11 @@ def test_external_handlers_survive_the_upgrade(
     ext = EventNotifier(registry=registry)
     try:
         hits: list[int] = []
-        ctx.set_event_notifier(ext, lambda n: (hits.append(1), n.test_and_clear()),
-                               is_external=True)
+        def on_read(n: EventNotifier) -> None:
+            hits.append(1)
+            n.test_and_clear()
+
+        ctx.set_event_notifier(ext, on_read, is_external=True)
         notifiers.add(MANY)
         ctx.poll(False)
         assert ctx.backend_name == "epoll"

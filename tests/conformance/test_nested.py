@@ -60,7 +60,11 @@ def test_nested_blocking_poll_waits_for_readiness(
                 break
 
     ctx.set_fd_handler(p1.a, outer)
-    ctx.set_fd_handler(p2.a, lambda _o: (events.append("inner"), p2.read_a()))
+    def inner(_opaque: object) -> None:
+        events.append("inner")
+        p2.read_a()
+
+    ctx.set_fd_handler(p2.a, inner)
     ctx.poll(False)
     p1.send_to_a()
     ctx.poll(False)

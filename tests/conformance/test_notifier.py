@@ -80,7 +80,11 @@ def test_notifier_of_each_kind_dispatches(
     e = EventNotifier(kind=kind, registry=registry)
     try:
         got: list[object] = []
-        ctx.set_event_notifier(e, lambda n: (got.append(n), n.test_and_clear()))
+        def on_read(n: EventNotifier) -> None:
+            got.append(n)
+            n.test_and_clear()
+
+        ctx.set_event_notifier(e, on_read)
         assert ctx.poll(False) is False
         e.set()
         assert ctx.poll(False) is True
@@ -155,7 +159,11 @@ def test_wait_blocking_poll_returns_for_a_set_notifier(
 ) -> None:
     guard = Guard(ctx)
     rec = Recorder()
-    ctx.set_event_notifier(notifier, lambda n: (rec.calls.append(("r", n)), n.test_and_clear()))
+    def on_read(n: EventNotifier) -> None:
+        rec.calls.append(("r", n))
+        n.test_and_clear()
+
+    ctx.set_event_notifier(notifier, on_read)
     ctx.poll(False)
     notifier.set()
     assert ctx.poll(True) is True
