@@ -315,6 +315,7 @@ class Stream:
         "_wbuf",
         "_write_paused",
         "_write_shut",
+        "_writes_direct",
         "fd",
     )
 
@@ -346,6 +347,9 @@ class Stream:
         self._reg_read = False
         self._reg_write = False
         self._wbuf = bytearray()
+        # The one flag write()'s fast path reads: open, nothing buffered, not
+        # closing, no write_eof() yet.  _direct() recomputes it.
+        self._writes_direct = state == _OPEN
         self._high = high_water
         self._low = low_water
         self._exc: BaseException | None = None
@@ -474,6 +478,11 @@ class Stream:
 
     # -- interest ------------------------------------------------------------------
 
+    def _direct(self) -> None:
+        self._writes_direct = (
+            self._state == _OPEN and not self._wbuf and not self._closing and not self._eof_pending
+        )
+
     def _update(self) -> None:
         """Register exactly the interest the state asks for (no call if unchanged)."""
         want_read = (
@@ -517,7 +526,7 @@ class Stream:
             self._finish(exc, False)
             return
         if n:
-            self._on_data(bytes(self._rview[:n]))  # type: ignore[misc]
+            self._on_data(self._rview[:n].tobytes())  # type: ignore[misc]
         else:
             self._got_eof()
 
@@ -539,6 +548,7 @@ class Stream:
             if self._write_paused and len(buf) <= self._low:
                 self._drained()
             return
+        self._direct()
         self._update()
         if self._closing:
             self._finish(None, False)
@@ -573,6 +583,7 @@ class Stream:
             self._finish(OSError(err, os.strerror(err)), False)
             return
         self._state = _OPEN
+        self._direct()
         _set_nodelay(self._sock)
         self._update()
         cb = self._on_connect
@@ -607,28 +618,47 @@ class Stream:
             was shut down by :meth:`write_eof`.
         :raises TypeError: *data* is not bytes-like.
         """
+        if self._writes_direct:
+            # The hot path: nothing queued, so try the kernel first.
+            tp = type(data)
+            if tp is bytes or tp is bytearray:
+                try:
+                    n = self._send(data)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError as exc:
+                    self._finish(exc, True)
+                    return False
+                if n == len(data):
+                    return True
+                return self._buffer(memoryview(data)[n:])
+        return self._write_slow(data)
+
+    def _write_slow(self, data: object) -> bool:
         if self._state == _CLOSED or self._closing or self._eof_pending:
             raise self._closed_error("write")
-        tp = type(data)
-        if tp is not bytes and tp is not bytearray:
-            data = _as_bytes_like(data)
+        view: memoryview = _as_bytes_like(data)
+        if not self._writes_direct:
+            return self._buffer(view)
+        size = len(view)
+        if not size:
+            return True
+        try:
+            n = self._send(view)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._finish(exc, True)
+            return False
+        if n == size:
+            return True
+        return self._buffer(view[n:])
+
+    def _buffer(self, data: Any) -> bool:
         wbuf = self._wbuf
-        if wbuf or self._state != _OPEN:
-            wbuf += data
-        else:
-            size = len(data)
-            if not size:
-                return True
-            try:
-                n = self._send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                self._finish(exc, True)
-                return False
-            if n == size:
-                return True
-            wbuf += memoryview(data)[n:]
+        wbuf += data
+        if self._writes_direct:
+            self._writes_direct = False
             self._update()
         if len(wbuf) >= self._high:
             self._write_paused = True
@@ -652,6 +682,7 @@ class Stream:
         if self._eof_pending:
             return
         self._eof_pending = True
+        self._writes_direct = False
         if self._state == _OPEN and not self._wbuf:
             self._shutdown_write(True)
 
@@ -674,6 +705,7 @@ class Stream:
         if self._state == _CLOSED or self._closing:
             return
         self._closing = True
+        self._writes_direct = False
         if self._state == _OPEN and not self._wbuf:
             self._finish(None, True)
         else:
@@ -693,6 +725,7 @@ class Stream:
         if self._state == _CLOSED:
             return
         self._state = _CLOSED
+        self._writes_direct = False
         self._exc = exc
         self._wbuf.clear()
         self._source._live.pop(self, None)
