@@ -373,30 +373,42 @@ class AioContext:
         table = self._table
         old = table.nodes.get(fd)
         old_mask = 0 if old is None else self._effective(old)
+        # Order matters when another thread (holding acquire()) makes the
+        # change while the home thread waits: the table must never lack a
+        # record for an fd the backend reports, or the home thread would drop
+        # the report and, level-triggered, spin on it.  So a removal tells the
+        # backend first, an addition or change updates the table first.
         if io_read is None and io_write is None and io_poll is None:
             if old is None:
                 return False
-            table.replace(fd, None)
+            error = None
             if old_mask:
                 try:
                     self._backend.update(fd, old_mask, 0)
                 except OSError as exc:
                     # epoll forgets a closed fd silently; it surfaces here.
-                    self._handle_exception(self._fd_error(fd, exc, "removing its handler"))
+                    error = self._fd_error(fd, exc, "removing its handler")
+            table.replace(fd, None)
+            if error is not None:
+                self._handle_exception(error)
             return True
         mask = (EVENT_IN if io_read is not None else 0) | (EVENT_OUT if io_write is not None else 0)
         node = AioHandler(fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external, mask)
         new_mask = self._effective(node)
-        if new_mask:
-            # Told even when the mask is unchanged: if the fd number was
-            # closed and reused without removing the handler, epoll has
-            # silently dropped the old file and must learn the new one.  May
-            # raise OSError (a closed fd, a regular file on epoll): then nothing
-            # has changed yet.
-            self._backend.update(fd, old_mask, new_mask)
-        elif old_mask:
-            self._backend.update(fd, old_mask, 0)
         table.replace(fd, node)
+        try:
+            if new_mask:
+                # Told even when the mask is unchanged: if the fd number was
+                # closed and reused without removing the handler, epoll has
+                # silently dropped the old file and must learn the new one.
+                self._backend.update(fd, old_mask, new_mask)
+            elif old_mask:
+                self._backend.update(fd, old_mask, 0)
+        except BaseException:
+            # Refused (a closed fd, a regular file on epoll): undo, so the
+            # call changes nothing.
+            table.restore(fd, old, node)
+            raise
         return True
 
     def _fd_error(self, fd: int, exc: OSError, doing: str) -> OSError:
@@ -736,10 +748,12 @@ class AioContext:
         table = self._table
         start = monotonic_ns()
         while True:
-            if self._notified:
-                return False, True, 0
             if self._poll_once():
                 return True, True, 0
+            # The notifier's own io_poll, evaluated after the handlers' so a
+            # notify() made from inside one of them is seen in this round.
+            if self._notified:
+                return False, True, 0
             elapsed = monotonic_ns() - start
             if elapsed >= window or table.poll_disable_cnt:
                 break

@@ -124,8 +124,24 @@ class FdTable:
             else:
                 rebuild = True
         if rebuild:
-            special = self.special
-            self.poll_nodes = tuple(
-                n for n in nodes.values() if n.io_poll is not None and n is not special
-            )
+            self._rebuild()
         return old
+
+    def restore(self, fd: int, old: AioHandler | None, new: AioHandler) -> None:
+        """Undo ``replace(fd, new)`` that displaced *old* (the backend refused)."""
+        revents = new.revents
+        self.replace(fd, None)
+        if old is not None:
+            old.deleted = False
+            old.revents = revents
+            self.nodes[fd] = old
+            if old.io_poll is None and old is not self.special:
+                self.poll_disable_cnt += 1
+            else:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        special = self.special
+        self.poll_nodes = tuple(
+            n for n in self.nodes.values() if n.io_poll is not None and n is not special
+        )
