@@ -59,10 +59,13 @@ def pingpong(round_trips: int, multishot: bool = False) -> float:
         cq_ktail = ring.cq_ktail
         cq_mask = ring.cq_mask
         u64 = ring.cqe_u64
-        swt = lib.submit_and_wait_timeout
+        # The argtypes-free variant with ready-made pointer objects: the
+        # cheapest way ctypes offers to make this call.
+        swt = lib.submit_and_wait_timeout_raw
         addr = ring.address
+        ring_arg = ctypes.c_void_p(addr)
         cqe_ptr = ctypes.c_void_p()
-        cqe_pp = ctypes.addressof(cqe_ptr)
+        cqe_pp = ctypes.c_void_p(ctypes.addressof(cqe_ptr))
         length = IORING_POLL_ADD_MULTI if multishot else 0
         pollin = select.POLLIN
         a_recv, a_send, b_recv, b_send = a.recv, a.send, b.recv, b.send
@@ -80,10 +83,10 @@ def pingpong(round_trips: int, multishot: bool = False) -> float:
         t0 = time.perf_counter()
         while count < round_trips:
             if swt is not None:
-                swt(addr, cqe_pp, 1, None, None)
+                swt(ring_arg, cqe_pp, 1, None, None)
             else:
                 lib.submit(addr)
-                lib.wait_cqe_timeout(addr, cqe_pp, None)
+                lib.wait_cqe_timeout(addr, cqe_pp.value, None)
             head = cq_khead[0]
             tail = cq_ktail[0]
             while head != tail:

@@ -363,6 +363,11 @@ class Liburing:
     peek_batch_cqe: CFunction
     #: ``None`` on liburing 2.0/2.1 (added in 2.2).
     submit_and_wait_timeout: CFunction | None
+    #: The same function without ``argtypes``, for the hot path: pass
+    #: ``ctypes.c_void_p`` objects for the pointers, a small Python int for
+    #: ``wait_nr`` and ``None`` for NULL.  Skipping the per-argument
+    #: ``from_param`` conversion saves about 180 ns of the ~600 ns a call costs.
+    submit_and_wait_timeout_raw: CFunction | None
     #: Exported by every liburing.so.2 up to at least 2.3; not used on the hot
     #: path, only recorded so ``statistics()`` can say what the library offers.
     has_get_sqe: bool
@@ -396,8 +401,13 @@ def _bind(path: str, handle: ctypes.CDLL) -> Liburing:
         bound: CFunction = f
         return bound
 
-    swt = None
+    swt = swt_raw = None
     if hasattr(handle, "io_uring_submit_and_wait_timeout"):
+        # handle[name] makes a new function object (getattr caches one), so
+        # the raw variant keeps argtypes unset.
+        raw: Any = handle["io_uring_submit_and_wait_timeout"]
+        raw.restype = ctypes.c_int
+        swt_raw = raw
         swt = fn(
             "io_uring_submit_and_wait_timeout",
             ctypes.c_int,
@@ -422,6 +432,7 @@ def _bind(path: str, handle: ctypes.CDLL) -> Liburing:
             "io_uring_peek_batch_cqe", ctypes.c_uint, _c_void_p, _c_void_p, _c_uint
         ),
         submit_and_wait_timeout=swt,
+        submit_and_wait_timeout_raw=swt_raw,
         has_get_sqe=hasattr(handle, "io_uring_get_sqe"),
     )
 
