@@ -192,13 +192,15 @@ class BHQueue:
         while True:
             batch_iter = self._batch
             fresh = batch_iter is None
-            if batch_iter is None:
+            if fresh:
                 if not self._live:
                     return progress
-                with self._lock:
-                    batch = self._live
-                    self._live = {}
-                    self.nonidle = 0
+                lock = self._lock
+                lock.acquire()
+                batch = self._live
+                self._live = {}
+                self.nonidle = 0
+                lock.release()
                 self._batch_dict = batch
                 batch_iter = self._batch = iter(batch)
             else:

@@ -616,8 +616,9 @@ class AioContext:
             self._notify_me += 2
         self._depth += 1
         try:
-            # 3. How long may we sleep?
-            timeout = self._compute_timeout() if blocking else 0
+            # 3. How long may we sleep?  (A scheduled BH answers at once.)
+            bhs = self._bhs
+            timeout = self._compute_timeout() if blocking and not bhs.nonidle else 0
             # 4. Poll mode.
             progress = False
             if pollmode.ns and timeout and not table.poll_disable_cnt:
@@ -658,7 +659,6 @@ class AioContext:
                     node = nodes.get(fd)
                     if node is not None:
                         node.revents |= mask
-            bhs = self._bhs
             if (bhs._live or bhs._batch is not None) and bhs.run():
                 progress = True
             if (events or self._poll_ready or self._leftover) and self._dispatch(events):
