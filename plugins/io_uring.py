@@ -215,6 +215,10 @@ _U32: Final = 0xFFFF_FFFF
 # user_data layout: fd in bits 0..31, the interest mask in bits 32..47 (so a
 # re-arm needs no lookup), a sequence number in bits 48..61 (fresh for every
 # registration or change, so a stale CQE never matches), then two flags.
+# 14 bits of sequence are plenty: a stale CQE is posted by the io_uring_enter
+# that submits the change and drained by the same wait, while one fd gets at
+# most one new tag per wait (changes are merged per fd), so a wrapped
+# sequence never meets a stale CQE of the same fd.
 _FD_MASK: Final = 0xFFFF_FFFF
 _EV_SHIFT: Final = 32
 _EV_MASK: Final = 0xFFFF
