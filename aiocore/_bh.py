@@ -192,7 +192,7 @@ class BHQueue:
         while True:
             batch_iter = self._batch
             fresh = batch_iter is None
-            if fresh:
+            if batch_iter is None:
                 if not self._live:
                     return progress
                 lock = self._lock
