@@ -1,0 +1,289 @@
+"""The ``timer`` source: timerfd timers and their timer-list fallback.
+
+Every test runs on every backend and on both mechanisms (``timerfd`` where
+the kernel has it, and ``timer-list``, the documented fallback), since the
+API and the numbers a callback sees must be the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+from aiocore_plugins.timer_source import TimerHandle, timerfd_unavailable_reason
+
+from aiocore import AioContext, BackendUnavailable
+
+from ._helpers import poll_for, run_until
+
+MS = 1_000_000
+
+
+@pytest.fixture(params=["timerfd", "timer-list"])
+def mechanism(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "timerfd":
+        reason = timerfd_unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+    return name
+
+
+def test_default_mechanism_is_timerfd_on_linux(ctx: AioContext) -> None:
+    expected = "timerfd" if timerfd_unavailable_reason() is None else "timer-list"
+    assert ctx.sources.timer.mechanism == expected
+
+
+def test_periodic_ticks(no_fd_leak: None, ctx: AioContext, mechanism: str) -> None:
+    seen: list[int] = []
+    t = ctx.sources.timer.periodic(interval_ns=5 * MS, callback=seen.append, mechanism=mechanism)
+    assert isinstance(t, TimerHandle)
+    assert t.mechanism == mechanism
+    start = time.monotonic()
+    run_until(ctx, lambda: len(seen) >= 5, timeout=5)
+    assert time.monotonic() - start >= 0.020  # 5 ticks of 5 ms, never early
+    assert t.expirations == sum(seen) + len(seen)
+    t.cancel()
+    assert not t.active
+    n = len(seen)
+    poll_for(ctx, 0.03)
+    assert len(seen) == n  # no tick after cancel
+    t.cancel()  # idempotent
+
+
+def test_blocked_loop_reports_overrun_and_keeps_phase(
+    no_fd_leak: None, ctx: AioContext, mechanism: str
+) -> None:
+    """A callback that sleeps 55 ms blocks the loop across ~5 periods of 10 ms.
+
+    The next call reports them as the overrun (the 8-byte count minus one),
+    exactly once: later calls are on time again.
+    """
+    seen: list[int] = []
+
+    def on_tick(overrun: int) -> None:
+        seen.append(overrun)
+        if len(seen) == 1:
+            time.sleep(0.055)
+
+    t = ctx.sources.timer.periodic(interval_ns=10 * MS, callback=on_tick, mechanism=mechanism)
+    run_until(ctx, lambda: len(seen) >= 4, timeout=5)
+    t.cancel()
+    assert seen[0] == 0
+    assert 3 <= seen[1] <= 6, seen
+    assert t.overruns == sum(seen)
+    assert t.expirations == t.overruns + t.calls
+    # The missed periods were counted once, not again and again.
+    assert sum(seen[2:]) <= 2, seen
+
+
+def test_one_shot_after_delay(no_fd_leak: None, ctx: AioContext, mechanism: str) -> None:
+    seen: list[int] = []
+    start = time.monotonic()
+    t = ctx.sources.timer.after(20 * MS, seen.append, mechanism=mechanism)
+    assert t.interval_ns == 0
+    rem = t.remaining_ns()
+    assert rem is not None and 0 < rem <= 20 * MS
+    run_until(ctx, lambda: bool(seen), timeout=5)
+    assert time.monotonic() - start >= 0.019
+    assert seen == [0]
+    assert not t.active  # a one-shot retires itself (and its fd)
+    assert t.remaining_ns() is None
+    poll_for(ctx, 0.03)
+    assert seen == [0]
+
+
+def test_zero_delay_fires_at_once(ctx: AioContext, mechanism: str) -> None:
+    seen: list[int] = []
+    ctx.sources.timer.after(0, seen.append, mechanism=mechanism)
+    run_until(ctx, lambda: bool(seen), timeout=1)
+    assert seen == [0]
+
+
+@pytest.mark.parametrize("clock", ["monotonic", "realtime", "boottime"])
+def test_absolute_deadline_on_each_clock(
+    no_fd_leak: None, ctx: AioContext, mechanism: str, clock: str
+) -> None:
+    clockid = {
+        "monotonic": time.CLOCK_MONOTONIC,
+        "realtime": time.CLOCK_REALTIME,
+        "boottime": getattr(time, "CLOCK_BOOTTIME", None),
+    }[clock]
+    if clockid is None:
+        pytest.skip(f"no {clock} clock here")
+    seen: list[int] = []
+    deadline = time.clock_gettime_ns(clockid) + 20 * MS
+    t = ctx.sources.timer.at(deadline, seen.append, clock=clock, mechanism=mechanism)
+    assert t.clock == clock
+    run_until(ctx, lambda: bool(seen), timeout=5)
+    assert time.clock_gettime_ns(clockid) >= deadline
+    assert seen == [0]
+
+
+def test_absolute_periodic_in_the_past_counts_missed_periods(
+    ctx: AioContext, mechanism: str
+) -> None:
+    seen: list[int] = []
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    # First expiry 95 ms ago, every 10 ms: 10 expirations are due at once.
+    t = ctx.sources.timer.at(now - 95 * MS, seen.append, interval_ns=10 * MS, mechanism=mechanism)
+    run_until(ctx, lambda: bool(seen), timeout=5)
+    t.cancel()
+    assert 9 <= seen[0] <= 11, seen
+
+
+def test_relative_timers_on_realtime_and_boottime(ctx: AioContext, mechanism: str) -> None:
+    seen: list[str] = []
+    ctx.sources.timer.after(
+        5 * MS, lambda _o: seen.append("rt"), clock="realtime", mechanism=mechanism
+    )
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        ctx.sources.timer.after(
+            5 * MS, lambda _o: seen.append("bt"), clock="boottime", mechanism=mechanism
+        )
+    run_until(ctx, lambda: len(seen) == (2 if hasattr(time, "CLOCK_BOOTTIME") else 1))
+
+
+def test_cancel_from_own_callback(no_fd_leak: None, ctx: AioContext, mechanism: str) -> None:
+    seen: list[int] = []
+    handle: list[TimerHandle] = []
+
+    def cb(overrun: int) -> None:
+        seen.append(overrun)
+        handle[0].cancel()
+
+    handle.append(ctx.sources.timer.periodic(2 * MS, cb, mechanism=mechanism))
+    run_until(ctx, lambda: bool(seen))
+    poll_for(ctx, 0.02)
+    assert seen == [0]
+
+
+def test_timers_are_cancelled_with_the_context(
+    no_fd_leak: None, backend: str, registry: Any, mechanism: str
+) -> None:
+    ctx = AioContext(backend=backend, registry=registry)
+    t1 = ctx.sources.timer.periodic(MS, lambda _o: None, mechanism=mechanism)
+    t2 = ctx.sources.timer.after(10 * MS, lambda _o: None, mechanism=mechanism)
+    assert ctx.sources.timer.timers == [t1, t2]
+    ctx.close()
+    assert not t1.active
+    assert not t2.active
+
+
+def test_timerfd_is_a_registered_fd(ctx: AioContext) -> None:
+    if timerfd_unavailable_reason() is not None:
+        pytest.skip("no timerfd")
+    t: Any = ctx.sources.timer.periodic(MS, lambda _o: None, mechanism="timerfd")
+    fd = t.fileno()
+    assert fd in ctx.handler_fds()
+    assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[timerfd]"
+    t.cancel()
+    assert fd not in ctx.handler_fds()
+
+
+def test_callback_exception_is_reported_and_the_timer_keeps_running(
+    ctx: AioContext, mechanism: str
+) -> None:
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, e: errors.append(e))
+    seen: list[int] = []
+
+    def cb(overrun: int) -> None:
+        seen.append(overrun)
+        if len(seen) == 1:
+            raise RuntimeError("tick failed")
+
+    t = ctx.sources.timer.periodic(2 * MS, cb, mechanism=mechanism)
+    run_until(ctx, lambda: len(seen) >= 3)
+    t.cancel()
+    assert [type(e) for e in errors] == [RuntimeError]
+
+
+# -- bad inputs: clear errors, nothing changed ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "message"),
+    [
+        (
+            lambda s: s.periodic(-1, print),
+            ValueError,
+            "interval_ns must be > 0 nanoseconds, got -1",
+        ),
+        (lambda s: s.periodic(0, print), ValueError, "interval_ns must be > 0 nanoseconds, got 0"),
+        (lambda s: s.periodic(1.5, print), TypeError, "interval_ns must be an int number"),
+        (lambda s: s.periodic(True, print), TypeError, "interval_ns must be an int number"),
+        (lambda s: s.periodic(MS, "cb"), TypeError, "callback must be a callable, got str"),
+        (lambda s: s.periodic(MS, print, first_ns=-5), ValueError, "first_ns must be >= 0"),
+        (lambda s: s.after(-1, print), ValueError, "delay_ns must be >= 0 nanoseconds, got -1"),
+        (lambda s: s.after(MS, None), TypeError, "callback must be a callable, got NoneType"),
+        (lambda s: s.at(-3, print), ValueError, "deadline_ns must be >= 0"),
+        (lambda s: s.at(MS, print, interval_ns=-1), ValueError, "interval_ns must be >= 0"),
+        (
+            lambda s: s.after(MS, print, clock="tai"),
+            ValueError,
+            "clock must be one of 'monotonic', 'realtime', 'boottime'; got 'tai'",
+        ),
+        (lambda s: s.after(MS, print, clock=1), TypeError, "clock must be a str"),
+        (
+            lambda s: s.after(MS, print, mechanism="hrtimer"),
+            ValueError,
+            "mechanism must be None or one of 'timerfd', 'timer-list'; got 'hrtimer'",
+        ),
+    ],
+)
+def test_bad_inputs(
+    no_fd_leak: None, ctx: AioContext, call: Any, exc: type[Exception], message: str
+) -> None:
+    source = ctx.sources.timer
+    with pytest.raises(exc, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(source)
+    assert source.timers == []
+    assert ctx.handler_fds() == []
+
+
+def test_timerfd_asked_for_where_missing_raises_with_reason(
+    ctx: AioContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiocore_plugins import timer_source
+
+    source = ctx.sources.timer
+    monkeypatch.setattr(source, "_binding", None)
+    monkeypatch.setattr(timer_source, "_TIMERFD_REASON", "timerfd is Linux-only; this is plan9")
+    with pytest.raises(BackendUnavailable, match=r"'timerfd' is not available here: .*plan9"):
+        source.after(MS, print, mechanism="timerfd")
+    # The fallback still works with the same API.
+    t = source.after(MS, print, mechanism="timer-list")
+    assert t.mechanism == "timer-list"
+    t.cancel()
+
+
+def test_ctypes_binding_agrees_with_the_kernel() -> None:
+    """The ctypes path (used before 3.13) arms, reads back and disarms a timer."""
+    if timerfd_unavailable_reason() is not None:
+        pytest.skip("no timerfd")
+    from aiocore_plugins import timer_source
+
+    saved = getattr(os, "timerfd_create", None)
+    try:
+        if saved is not None:
+            del os.timerfd_create  # force the ctypes path  # type: ignore[attr-defined]
+        binding = timer_source._Timerfd()
+    finally:
+        if saved is not None:
+            os.timerfd_create = saved  # type: ignore[attr-defined]
+    assert binding.via.startswith("ctypes")
+    fd = binding.create(time.CLOCK_MONOTONIC)
+    try:
+        binding.settime(fd, 0, 3_000_000_123, 1_500_000_000)
+        value, interval = binding.gettime(fd)
+        assert 2_000_000_000 < value <= 3_000_000_123
+        assert interval == 1_500_000_000
+        binding.settime(fd, 0, 0, 0)
+        assert binding.gettime(fd) == (0, 0)
+        with pytest.raises(OSError):
+            binding.settime(-1, 0, 1, 0)
+    finally:
+        os.close(fd)
