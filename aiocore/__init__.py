@@ -13,6 +13,7 @@ plugin hooks are in :mod:`aiocore.hookspec`; the backend contract is
 
 from __future__ import annotations
 
+from . import measurements
 from ._bh import BH
 from ._clocks import (
     SCALE_MS,
@@ -74,5 +75,6 @@ __all__ = [
     "clock_get_ns",
     "default_registry",
     "hookimpl",
+    "measurements",
     "virtual_clock_step",
 ]

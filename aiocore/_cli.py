@@ -150,6 +150,8 @@ def _write_selection(sel: dict[str, Any], out: TextIO) -> None:
         f"selection: {sel['selected']} (requested [{requested}] by {sel['origin']}); "
         f"a new context runs on {runs}{extra}\n"
     )
+    if stats.get("choice"):
+        out.write(f"why: {stats['choice']}\n")
     if "error" in sel:
         out.write(f"warning: {sel['error']}\n")
 

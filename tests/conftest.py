@@ -116,6 +116,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
         if key.startswith("AIOCORE_") and key not in _PRESERVED_ENV:
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+    # auto reads what `aiocore bench` measured on this machine; tests must not
+    # depend on whether a developer ran it.
+    monkeypatch.setenv("AIOCORE_MEASUREMENTS", str(tmp_path / "no-measurements.json"))
     _clocks._reset_for_tests()
     yield
     _clocks._reset_for_tests()
