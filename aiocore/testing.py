@@ -7,8 +7,7 @@ built-ins.  In the plugin's ``conftest.py`` (or a test module)::
 
 or on the command line: ``pytest -p aiocore.testing``.
 
-Fixtures
---------
+**Fixtures.**
 
 ``aiocore_registry`` (session)
     a :class:`~aiocore.PluginRegistry` with the built-ins and every installed
@@ -25,8 +24,7 @@ Fixtures
     fails the test if it leaves a file descriptor open.  Request it *before*
     other fixtures that open fds, so it checks after they are torn down.
 
-Conformance classes
--------------------
+**Conformance classes.**
 
 Subclass one in a test module; pytest collects the inherited tests::
 

@@ -17,8 +17,7 @@ abstract namespace).  Every callback runs in the context's home thread from
 Methods belong to the home thread too (or a thread holding ``ctx.acquire()``):
 to hand data over from another thread, use a BH or ``ctx.sources.notifier``.
 
-How a stream moves bytes, and why it is fast
---------------------------------------------
+**How a stream moves bytes, and why it is fast.**
 
 * **Reading** is one ``recv_into`` per readiness report, into one 256 KiB
   buffer shared by every stream of the context (the home thread is the only
@@ -51,8 +50,7 @@ How a stream moves bytes, and why it is fast
   reported from a BH at the next ``poll()``.  When the *context* closes,
   every socket of the source is closed without callbacks.
 
-Kernel facts it relies on
--------------------------
+**Kernel facts it relies on.**
 
 * A listening socket is readable while its accept queue is non-empty; up to
   ``accept_batch`` connections are accepted per report, then the handler
@@ -853,6 +851,8 @@ class Listener:
             except BaseException:
                 stream._discard()
                 raise
+            if self._sock.fileno() < 0:
+                return  # on_connection closed the listener
 
     def _pause_accepting(self) -> None:
         if self._registered:
