@@ -874,3 +874,50 @@ def test_methods_after_context_close_raise(backend: str, registry: Any) -> None:
         source.listen(LOOPBACK, print)
     with pytest.raises(RuntimeError, match="closed"):
         ctx.sources  # noqa: B018
+
+
+def test_listener_closed_from_on_connection_stops_accepting(
+    no_fd_leak: None, ctx: AioContext
+) -> None:
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, e: errors.append(e))
+    accepted: list[Stream] = []
+    holder: list[Listener] = []
+
+    def on_connection(stream: Stream) -> None:
+        accepted.append(stream)
+        stream.abort()
+        holder[0].close()
+
+    holder.append(ctx.sources.socket.listen(LOOPBACK, on_connection))
+    peers = [socket.create_connection(holder[0].address) for _ in range(3)]
+    run_until(ctx, lambda: holder[0].closed)
+    poll_for(ctx, 0.02)
+    assert len(accepted) == 1
+    assert errors == []  # no accept() on the closed socket
+    for p in peers:
+        p.close()
+
+
+def test_stream_introspection(no_fd_leak: None, ctx: AioContext) -> None:
+    source = ctx.sources.socket
+    srv, _, _ = echo_listener(source)
+    rec = Record()
+    cli = source.connect(srv.address, rec.on_data, on_connect=rec.on_connect)
+    assert not cli.connected
+    run_until(ctx, lambda: cli.connected)
+    assert cli.peername == srv.address
+    assert cli.sockname[0] == "127.0.0.1"
+    assert cli.fileno() == cli.fd == cli.socket.fileno()
+    assert cli.writelines([b"a", bytearray(b"b"), memoryview(b"c")])
+    run_until(ctx, lambda: bytes(rec.data) == b"abc")
+    assert cli.reading and not cli.at_eof and not cli.closing and cli.exception is None
+    assert "open" in repr(cli) and "Listener" in repr(srv)
+    cli.pause_reading()
+    assert not cli.reading
+    cli.resume_reading()
+    assert cli.reading
+    cli.abort()
+    assert "closed" in repr(cli)
+    srv.close()
+    poll_for(ctx, 0.01)
