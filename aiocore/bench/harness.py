@@ -1,0 +1,514 @@
+"""The benchmark harness: alternation, calibration, medians, spreads, failures.
+
+How a measurement is made, and why:
+
+* **Alternation.**  The contenders of one case run A, B, C, A, B, C, ... one
+  run each per repeat, never all of A's runs first.  A shared machine drifts
+  (another process starts, the CPU clocks down, the page cache fills); when
+  the contenders take turns, drift hits all of them alike instead of
+  favouring whoever ran in the quiet minute.
+* **Calibration** (workloads measured as a rate).  Each contender first runs
+  with a small size that grows until one run takes a measurable time; the
+  size for the real runs is then chosen so that one run takes about
+  ``duration`` seconds.  Slow contenders (poll with 8192 idle fds) and fast
+  ones (a bare deque) both get a run long enough to measure and short enough
+  to bound the whole benchmark; a rate does not depend on the size.  The
+  calibration runs double as the warm-up and are not counted.
+* **Medians of the repeats, with the min-max spread.**  The median ignores a
+  run that a scheduler hiccup spoilt; the spread says how much to trust it.
+  Nothing is averaged away and every raw sample is kept (``--json``).
+* **Nothing pinned that cannot be.**  The harness does not pin CPUs, change
+  frequency governors or disable the GC; it records the CPU model, the CPUs
+  it may run on, the load average before and after, the kernel and the
+  Python build, so a reader can judge the numbers.  ``gc.collect()`` runs
+  before each run so every run starts from the same heap.
+* **No hidden failure.**  A contender that raises is recorded as failed with
+  its error, its remaining runs are skipped, and the command's exit status is
+  non-zero.  A contender that cannot run here (uvloop not installed, no
+  liburing) is shown as *not available* with the reason; it is not a failure
+  unless it was asked for by name.
+* **Every run is bounded** in count (its size) and in time: a watchdog
+  (``SIGALRM``, main thread only) interrupts a run that exceeds its case's
+  limit, so a lost wake-up shows up as a failed contender, not a hung command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import platform
+import resource
+import signal
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+__all__ = [
+    "Case",
+    "CaseResult",
+    "Contender",
+    "ContenderResult",
+    "Metric",
+    "Progress",
+    "RunTimeout",
+    "Sample",
+    "Settings",
+    "Workload",
+    "WorkloadResult",
+    "environment",
+    "raise_nofile_limit",
+    "run_case",
+    "run_workloads",
+]
+
+#: One run's measurements, by metric key (``"rate"``, ``"span_s"``, ...).
+Sample = dict[str, float]
+Role = Literal["aiocore", "baseline", "floor"]
+Status = Literal["ok", "failed", "not available"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One quantity a workload reports; the first of a workload's is the primary one."""
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    #: ``format`` spec for the table (the JSON keeps full precision).
+    fmt: str = ",.0f"
+
+
+@dataclass
+class Contender:
+    """One thing measured in a case: aiocore on a backend, a baseline, or a floor.
+
+    *run* takes the size (iterations, round trips...) and returns a
+    :data:`Sample`; it creates and releases everything it uses itself.  It may
+    write facts it learnt into *info* (``runs_on``: the backend ``auto``
+    delegated to).  ``run is None`` means not available, *unavailable* says
+    why.  *floor* names the floor contender of an aiocore contender (for
+    ``auto`` it is decided from ``info["runs_on"]`` after the runs).
+    """
+
+    name: str
+    role: Role
+    family: str
+    run: Callable[[int], Sample] | None
+    unavailable: str | None = None
+    floor: str | None = None
+    info: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    """One alternation group: the contenders of a workload at one set of parameters."""
+
+    label: str
+    contenders: list[Contender]
+    params: dict[str, Any] = field(default_factory=dict)
+    #: Fixed size for every run; ``None``: calibrate to the target duration.
+    size: int | None = None
+    #: Calibration starts here (small enough for the slowest contender).
+    start_size: int = 100
+    #: Largest size calibration may pick (bounds memory, e.g. fan-out lists).
+    max_size: int = 10_000_000
+    #: Seconds a single run may take before the watchdog fails it.
+    time_limit: float = 60.0
+    #: Acquire shared resources (idle fds) before the runs; release after.
+    setup: Callable[[], None] | None = None
+    teardown: Callable[[], None] | None = None
+
+
+@dataclass
+class Workload:
+    """A benchmark: what it measures, its baseline and floor, and how to build its cases."""
+
+    name: str
+    title: str
+    description: str
+    baseline: str
+    floor: str
+    metrics: tuple[Metric, ...]
+    build: Callable[[Settings], list[Case]]
+
+
+@dataclass
+class Settings:
+    """What to run and how long; the CLI fills it from its options."""
+
+    #: aiocore backends to measure (each available here).
+    backends: list[str]
+    repeat: int = 5
+    #: Target seconds per run of a rate workload; sizes of the fixed ones scale with it.
+    duration: float = 0.03
+    #: Tiny sizes: checks that everything runs; the numbers mean nothing.
+    quick: bool = False
+    #: Registry for the aiocore contexts (``None``: the process's default).
+    registry: Any = None
+    #: The backends were named by the user (``--backend``), not defaulted.
+    explicit_backends: bool = False
+
+
+class RunTimeout(KeyboardInterrupt):
+    """A run exceeded its time limit (raised by the watchdog's ``SIGALRM`` handler).
+
+    It derives from :class:`KeyboardInterrupt` because asyncio and uvloop
+    re-raise only ``SystemExit`` and ``KeyboardInterrupt`` from a callback
+    (anything else is logged and the loop goes on), and aiocore re-raises any
+    ``BaseException``: so the interruption reaches the harness from whatever
+    loop is running.  The harness catches it before a real Ctrl-C would be.
+    """
+
+
+@dataclass
+class ContenderResult:
+    """Everything measured for one contender in one case."""
+
+    name: str
+    role: Role
+    family: str
+    status: Status = "ok"
+    error: str | None = None
+    size: int | None = None
+    samples: list[Sample] = field(default_factory=list)
+    calibration: list[tuple[int, Sample]] = field(default_factory=list)
+    info: dict[str, str] = field(default_factory=dict)
+    floor: str | None = None
+
+    def stat(self, key: str) -> tuple[float, float, float] | None:
+        """``(median, min, max)`` of metric *key* over the counted runs, or ``None``."""
+        values = [s[key] for s in self.samples if key in s and math.isfinite(s[key])]
+        if not values or self.status != "ok":
+            return None
+        return statistics.median(values), min(values), max(values)
+
+
+@dataclass
+class CaseResult:
+    """The results of one case, contenders in their alternation order."""
+
+    label: str
+    params: dict[str, Any]
+    contenders: list[ContenderResult]
+    error: str | None = None
+
+    def get(self, name: str) -> ContenderResult | None:
+        """The contender called *name*, if it is in this case."""
+        for c in self.contenders:
+            if c.name == name:
+                return c
+        return None
+
+
+@dataclass
+class WorkloadResult:
+    """A workload's description and the results of each of its cases."""
+
+    workload: Workload
+    cases: list[CaseResult]
+    seconds: float = 0.0
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent when the stream is not a TTY.
+
+    Plain text (``[#####-----]``), redrawn with a carriage return, cleared at
+    the end, so it never ends up in a log or a pipe.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 24) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = sys.stderr if stream is None else stream
+        self.width = width
+        try:
+            self.enabled = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.enabled = False
+        self._last = 0
+
+    def step(self, label: str, count: int = 1) -> None:
+        """Advance by *count* steps and show *label* as what runs next."""
+        self.done = min(self.done + count, self.total)
+        self.show(label)
+
+    def show(self, label: str) -> None:
+        """Redraw the bar with *label*."""
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        filled = int(frac * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = f"[{bar}] {frac * 100:3.0f}% {label}"
+        cols = 100
+        with contextlib.suppress(OSError):
+            cols = os.get_terminal_size(self.stream.fileno()).columns
+        line = line[: max(cols - 1, 20)]
+        pad = " " * max(self._last - len(line), 0)
+        self._last = len(line)
+        self.stream.write("\r" + line + pad)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Erase the bar."""
+        if self.enabled and self._last:
+            self.stream.write("\r" + " " * self._last + "\r")
+            self.stream.flush()
+            self._last = 0
+
+
+# -- watchdog -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _watchdog(limit: float) -> Iterator[None]:
+    """Raise :class:`RunTimeout` in the main thread if the block runs past *limit* seconds.
+
+    After the first expiry the timer repeats every 0.25 s, in case the first
+    interruption landed where it was swallowed.  Off the main thread (signals
+    are delivered there only) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        yield
+        return
+
+    def on_alarm(_signum: int, _frame: object) -> None:
+        raise RunTimeout(f"did not finish within {limit:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    old_timer = signal.setitimer(signal.ITIMER_REAL, limit, 0.25)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *old_timer)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _describe(exc: BaseException) -> str:
+    # The last frame names where it broke; the message says what.
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+# -- running --------------------------------------------------------------------
+
+
+def _one_run(contender: Contender, size: int, limit: float) -> Sample:
+    run = contender.run
+    assert run is not None
+    gc.collect()
+    with _watchdog(limit):
+        sample = run(size)
+    if "seconds" in sample and sample["seconds"] <= 0:
+        raise RuntimeError(f"measured a non-positive time ({sample['seconds']!r} s)")
+    return sample
+
+
+def _calibrate(
+    contender: Contender, case: Case, duration: float
+) -> tuple[int, list[tuple[int, Sample]]]:
+    """Grow the size until a run takes a measurable time; return the size for *duration*."""
+    size = max(1, case.start_size)
+    tried: list[tuple[int, Sample]] = []
+    # Long enough that timer resolution and one-off costs do not dominate.
+    enough = max(duration / 4, 0.0005)
+    sample: Sample = {}
+    for _ in range(12):
+        sample = _one_run(contender, size, case.time_limit)
+        tried.append((size, sample))
+        seconds = sample["seconds"]
+        if seconds >= enough or size >= case.max_size:
+            break
+        factor = enough / seconds if seconds > 0 else 16.0
+        size = min(case.max_size, int(size * min(max(factor * 1.2, 2.0), 16.0)) + 1)
+    per_op = sample["seconds"] / max(size, 1)
+    target = int(duration / per_op) if per_op > 0 else size
+    return max(1, min(case.max_size, target)), tried
+
+
+def run_case(
+    case: Case,
+    settings: Settings,
+    progress: Progress | None = None,
+    label: str = "",
+) -> CaseResult:
+    """Run one case: calibrate (rate cases), then alternate the contenders *repeat* times."""
+    results = [
+        ContenderResult(c.name, c.role, c.family, floor=c.floor, info=c.info)
+        for c in case.contenders
+    ]
+    runnable: list[tuple[Contender, ContenderResult]] = []
+    for c, r in zip(case.contenders, results, strict=True):
+        if c.run is None:
+            r.status = "not available"
+            r.error = c.unavailable or "not available"
+        else:
+            runnable.append((c, r))
+    result = CaseResult(case.label, dict(case.params), results)
+    if not runnable:
+        return result
+    try:
+        if case.setup is not None:
+            case.setup()
+    except Exception as exc:
+        # Shared setup failed (too few fds, ...): every contender of the case failed.
+        result.error = _describe(exc)
+        for _, r in runnable:
+            r.status = "failed"
+            r.error = f"case setup failed: {result.error}"
+        if progress is not None:
+            progress.step(label, len(runnable) * (settings.repeat + 1))
+        return result
+    try:
+        for c, r in runnable:
+            if progress is not None:
+                progress.show(f"{label}{c.name} (calibrating)")
+            try:
+                if case.size is None:
+                    r.size, r.calibration = _calibrate(c, case, settings.duration)
+                else:
+                    r.size = case.size
+            except (Exception, RunTimeout) as exc:
+                r.status, r.error = "failed", _describe(exc)
+            if progress is not None:
+                progress.step(f"{label}{c.name}")
+        for i in range(settings.repeat):
+            for c, r in runnable:
+                if r.status != "ok":
+                    if progress is not None:
+                        progress.step(label)
+                    continue
+                if progress is not None:
+                    progress.show(f"{label}{c.name} ({i + 1}/{settings.repeat})")
+                assert r.size is not None
+                try:
+                    r.samples.append(_one_run(c, r.size, case.time_limit))
+                except (Exception, RunTimeout) as exc:
+                    r.status, r.error = "failed", f"run {i + 1}: {_describe(exc)}"
+                if progress is not None:
+                    progress.step(label)
+    finally:
+        if case.teardown is not None:
+            case.teardown()
+    return result
+
+
+def count_steps(cases: Sequence[Case], repeat: int) -> int:
+    """Progress steps for *cases*: one calibration and *repeat* runs per runnable contender."""
+    return sum(
+        (repeat + 1) * sum(1 for c in case.contenders if c.run is not None) for case in cases
+    )
+
+
+def run_workloads(
+    workloads: Sequence[Workload],
+    settings: Settings,
+    progress_stream: TextIO | None = None,
+) -> list[WorkloadResult]:
+    """Build and run every case of every workload, in order, with one progress bar."""
+    built: list[tuple[Workload, list[Case] | BaseException]] = []
+    for w in workloads:
+        try:
+            built.append((w, w.build(settings)))
+        except Exception as exc:
+            built.append((w, exc))
+    total = sum(count_steps(c, settings.repeat) for _, c in built if isinstance(c, list))
+    progress = Progress(total, progress_stream)
+    out: list[WorkloadResult] = []
+    try:
+        for w, cases in built:
+            t0 = time.perf_counter()
+            if isinstance(cases, BaseException):
+                failed = CaseResult("", {}, [], error=f"could not build: {_describe(cases)}")
+                out.append(WorkloadResult(w, [failed]))
+                continue
+            results = []
+            for case in cases:
+                prefix = f"{w.name}{' ' + case.label if case.label else ''}: "
+                results.append(run_case(case, settings, progress, prefix))
+            out.append(WorkloadResult(w, results, time.perf_counter() - t0))
+    finally:
+        progress.close()
+    return out
+
+
+# -- environment ------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def raise_nofile_limit(needed: int) -> tuple[bool, str]:
+    """Raise the soft ``RLIMIT_NOFILE`` towards the hard limit so *needed* fds fit.
+
+    Returns ``(enough, what happened)``; the soft limit is raised only as far
+    as needed (plus headroom) and never beyond the hard limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 256
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return True, f"RLIMIT_NOFILE soft limit {soft} is enough for {needed} fds"
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError) as exc:
+        return False, f"could not raise RLIMIT_NOFILE from {soft} to {new}: {exc}"
+    if new < want:
+        return False, (
+            f"RLIMIT_NOFILE raised from {soft} to the hard limit {hard}, "
+            f"short of the {want} needed for {needed} fds"
+        )
+    return True, f"RLIMIT_NOFILE soft limit raised from {soft} to {new}"
+
+
+def environment() -> dict[str, Any]:
+    """Facts that decide how the numbers should be read (recorded, not controlled)."""
+    import aiocore
+
+    env: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_build": " ".join(platform.python_build()),
+        "executable": sys.executable,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "aiocore": aiocore.__version__,
+        "loadavg_start": _loadavg(),
+        "gc": "enabled, collected before each run" if gc.isenabled() else "disabled",
+    }
+    if hasattr(os, "sched_getaffinity"):
+        env["affinity"] = sorted(os.sched_getaffinity(0))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    env["rlimit_nofile"] = [soft, hard]
+    try:
+        import uvloop
+
+        env["uvloop"] = getattr(uvloop, "__version__", "installed")
+    except ImportError:
+        env["uvloop"] = None
+    return env
