@@ -345,11 +345,11 @@ class BackendConformance:
         start = time.monotonic()
         timer.start()
         try:
-            # The guard is 2 s: only the wake-up can end the wait sooner.
-            run_until(backend_ctx, lambda: bool(ran), guard_ms=2000, what="the BH")
+            # The guard is 4 s: only the wake-up can end the wait sooner.
+            run_until(backend_ctx, lambda: bool(ran), guard_ms=4000, timeout=8, what="the BH")
         finally:
             timer.join(DEADLINE_S)
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 2.5
         bh.delete()
 
 

@@ -56,10 +56,11 @@ def test_periodic_ticks(no_fd_leak: None, ctx: AioContext, mechanism: str) -> No
 def test_blocked_loop_reports_overrun_and_keeps_phase(
     no_fd_leak: None, ctx: AioContext, mechanism: str
 ) -> None:
-    """A callback that sleeps 55 ms blocks the loop across ~5 periods of 10 ms.
+    """A callback that sleeps 55 ms blocks the loop across more than 5 periods of 10 ms.
 
     The next call reports them as the overrun (the 8-byte count minus one),
-    exactly once: later calls are on time again.
+    and they are counted once: the total never exceeds what the clock allows.
+    (Bounds, not exact numbers: a loaded machine may be later still.)
     """
     seen: list[int] = []
 
@@ -68,15 +69,17 @@ def test_blocked_loop_reports_overrun_and_keeps_phase(
         if len(seen) == 1:
             time.sleep(0.055)
 
+    start = time.monotonic_ns()
     t = ctx.sources.timer.periodic(interval_ns=10 * MS, callback=on_tick, mechanism=mechanism)
     run_until(ctx, lambda: len(seen) >= 4, timeout=5)
     t.cancel()
-    assert seen[0] == 0
-    assert 3 <= seen[1] <= 6, seen
+    elapsed = time.monotonic_ns() - start
+    # The 55 ms sleep spans at least 5 grid points after the first read.
+    assert seen[1] >= 4, seen
     assert t.overruns == sum(seen)
     assert t.expirations == t.overruns + t.calls
-    # The missed periods were counted once, not again and again.
-    assert sum(seen[2:]) <= 2, seen
+    # No expiration invented or counted twice: at most one per elapsed period.
+    assert t.expirations <= elapsed // (10 * MS), (seen, elapsed)
 
 
 def test_one_shot_after_delay(no_fd_leak: None, ctx: AioContext, mechanism: str) -> None:
@@ -130,8 +133,10 @@ def test_absolute_periodic_in_the_past_counts_missed_periods(
     # First expiry 95 ms ago, every 10 ms: 10 expirations are due at once.
     t = ctx.sources.timer.at(now - 95 * MS, seen.append, interval_ns=10 * MS, mechanism=mechanism)
     run_until(ctx, lambda: bool(seen), timeout=5)
+    late = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - now
     t.cancel()
-    assert 9 <= seen[0] <= 11, seen
+    assert seen[0] >= 9, seen
+    assert seen[0] + 1 <= (95 * MS + late) // (10 * MS) + 1, (seen, late)
 
 
 def test_relative_timers_on_realtime_and_boottime(ctx: AioContext, mechanism: str) -> None:
@@ -157,7 +162,7 @@ def test_cancel_from_own_callback(no_fd_leak: None, ctx: AioContext, mechanism: 
     handle.append(ctx.sources.timer.periodic(2 * MS, cb, mechanism=mechanism))
     run_until(ctx, lambda: bool(seen))
     poll_for(ctx, 0.02)
-    assert seen == [0]
+    assert len(seen) == 1  # (its overrun depends on how loaded the machine is)
 
 
 def test_timers_are_cancelled_with_the_context(
