@@ -148,9 +148,11 @@ class Settings:
     backends: list[str]
     repeat: int = 5
     #: Target seconds per run of a rate workload; sizes of the fixed ones scale with it.
-    duration: float = 0.03
+    duration: float = 0.02
     #: Tiny sizes: checks that everything runs; the numbers mean nothing.
     quick: bool = False
+    #: Fixed size per run of the rate workloads instead of calibrating (0: calibrate).
+    size: int = 0
     #: Registry for the aiocore contexts (``None``: the process's default).
     registry: Any = None
     #: The backends were named by the user (``--backend``), not defaulted.
@@ -323,7 +325,6 @@ def _calibrate(
     tried: list[tuple[int, Sample]] = []
     # Long enough that timer resolution and one-off costs do not dominate.
     enough = max(duration / 4, 0.0005)
-    sample: Sample = {}
     for _ in range(12):
         sample = _one_run(contender, size, case.time_limit)
         tried.append((size, sample))
@@ -332,9 +333,23 @@ def _calibrate(
             break
         factor = enough / seconds if seconds > 0 else 16.0
         size = min(case.max_size, int(size * min(max(factor * 1.2, 2.0), 16.0)) + 1)
-    per_op = sample["seconds"] / max(size, 1)
+    size, sample = tried[-1]
+    per_op = sample["seconds"] / size
     target = int(duration / per_op) if per_op > 0 else size
     return max(1, min(case.max_size, target)), tried
+
+
+def _warm_up(contender: Contender, case: Case, size: int) -> tuple[float, list[tuple[int, Sample]]]:
+    """One run at a tenth of the fixed *size*; return the time limit it implies.
+
+    A fixed size (``--size``) can take far longer than the case's usual
+    limit, which assumes calibrated runs; the warm-up's rate sets a limit of
+    20 times the expected run time instead.
+    """
+    small = max(1, size // 10)
+    sample = _one_run(contender, small, case.time_limit + 600)
+    expected = sample["seconds"] / small * size
+    return max(case.time_limit, 20 * expected + 10), [(small, sample)]
 
 
 def run_case(
@@ -370,15 +385,19 @@ def run_case(
         if progress is not None:
             progress.step(label, len(runnable) * (settings.repeat + 1))
         return result
+    limits: dict[str, float] = {}
     try:
         for c, r in runnable:
             if progress is not None:
                 progress.show(f"{label}{c.name} (calibrating)")
             try:
-                if case.size is None:
-                    r.size, r.calibration = _calibrate(c, case, settings.duration)
-                else:
+                if case.size is not None:
                     r.size = case.size
+                elif settings.size:
+                    r.size = min(settings.size, case.max_size)
+                    limits[c.name], r.calibration = _warm_up(c, case, r.size)
+                else:
+                    r.size, r.calibration = _calibrate(c, case, settings.duration)
             except (Exception, RunTimeout) as exc:
                 r.status, r.error = "failed", _describe(exc)
             if progress is not None:
@@ -393,7 +412,8 @@ def run_case(
                     progress.show(f"{label}{c.name} ({i + 1}/{settings.repeat})")
                 assert r.size is not None
                 try:
-                    r.samples.append(_one_run(c, r.size, case.time_limit))
+                    limit = limits.get(c.name, case.time_limit)
+                    r.samples.append(_one_run(c, r.size, limit))
                 except (Exception, RunTimeout) as exc:
                     r.status, r.error = "failed", f"run {i + 1}: {_describe(exc)}"
                 if progress is not None:

@@ -82,13 +82,15 @@ def _case_table(w: WorkloadResult, case: CaseResult, repeat: int, out: TextIO) -
     out.write(f"\n{title}\n")
     if case.error:
         out.write(f"  FAILED: {case.error}\n")
-    baselines = _baselines(case)
+    # Ratio columns only where there is an aiocore contender to compare.
+    compared = any(c.role == "aiocore" and c.status == "ok" for c in case.contenders)
+    baselines = _baselines(case) if compared else []
     out.write(f"  baseline: {w.workload.baseline}; floor: {w.workload.floor}\n")
     head = [
         "contender",
         *(m.label if m.label == m.unit else f"{m.label} ({m.unit})" for m in metrics),
     ]
-    head += [f"vs {b.name}" for b in baselines] + ["vs floor"]
+    head += [f"vs {b.name}" for b in baselines] + (["vs floor"] if compared else [])
     rows: list[list[str]] = [head]
     notes: list[str] = []
     for c in case.contenders:
@@ -104,7 +106,7 @@ def _case_table(w: WorkloadResult, case: CaseResult, repeat: int, out: TextIO) -
             row += [_fmt(ratio(c, b, primary), ".2f") for b in baselines]
             fl = floor_of(c, case)
             row.append(f"{_fmt(ratio(c, fl, primary), '.2f')} {fl.name}" if fl else "-")
-        else:
+        elif compared:
             row += [""] * (len(baselines) + 1)
         rows.append(row)
     if len(rows) > 1:
@@ -270,11 +272,15 @@ def write_header(env: dict[str, Any], settings: dict[str, Any], out: TextIO) -> 
     out.write(f"; load {env.get('loadavg_start')} at start, not pinned)\n")
     out.write(f"  {env['kernel']}, {env['python']}, aiocore {env['aiocore']}, ")
     out.write(f"uvloop {env['uvloop'] or 'not installed'}\n")
+    per_run = (
+        f"{settings['size']:,} per run of the rate workloads"
+        if settings.get("size")
+        else f"~{settings['duration']:g} s per run"
+    )
+    quick = " (--quick: tiny sizes, numbers mean nothing)" if settings["quick"] else ""
     out.write(
         f"  each figure: median of {settings['repeat']} alternating runs [min .. max]; "
-        f"~{settings['duration']:g} s per run"
-        + (" (--quick: tiny sizes, numbers mean nothing)" if settings["quick"] else "")
-        + "\n"
+        f"{per_run}{quick}\n"
     )
     out.write(f"  backends: {', '.join(settings['backends'])}")
     for name, why in settings.get("backends_not_available", {}).items():
