@@ -250,9 +250,11 @@ class Progress:
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         line = f"[{bar}] {frac * 100:3.0f}% {label}"
-        cols = 100
-        with contextlib.suppress(OSError):
+        cols = 0
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             cols = os.get_terminal_size(self.stream.fileno()).columns
+        if cols <= 0:  # a terminal that does not know its size
+            cols = 100
         line = line[: max(cols - 1, 20)]
         pad = " " * max(self._last - len(line), 0)
         self._last = len(line)
@@ -401,7 +403,7 @@ def run_case(
             except (Exception, RunTimeout) as exc:
                 r.status, r.error = "failed", _describe(exc)
             if progress is not None:
-                progress.step(f"{label}{c.name}")
+                progress.step(label)
         for i in range(settings.repeat):
             for c, r in runnable:
                 if r.status != "ok":

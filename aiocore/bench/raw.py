@@ -343,19 +343,19 @@ def deque_fanout(n: int) -> tuple[int, float]:
 
 def heap_timers(
     deadlines_ns: Sequence[int], on_fire: Callable[[int], None], budget_s: float
-) -> float:
+) -> tuple[float, int]:
     """Call ``on_fire(i)`` at each ``deadlines_ns[i]`` (``time.monotonic_ns``) from a heap.
 
     The timer floor: a ``heapq`` of ``(deadline, index)``, one clock read per
     iteration, every due entry fired, then ``epoll_wait`` (``poll`` where
     there is no epoll) for the time to the next deadline.  Stops after
     *budget_s* seconds even if entries remain (the caller sees how many fired).
-    Returns the :func:`time.perf_counter` time at which the heap was ready
-    (the end of "arming").
+    Returns when the heap was ready (the end of "arming") as
+    ``(time.perf_counter(), time.monotonic_ns())``.
     """
     heap = [(d, i) for i, d in enumerate(deadlines_ns)]
     heapq.heapify(heap)
-    ready = time.perf_counter()
+    ready = time.perf_counter(), time.monotonic_ns()
     has_epoll = hasattr(select, "epoll")
     poller: Any = select.epoll() if has_epoll else select.poll()
     wait = poller.poll

@@ -111,6 +111,14 @@ def _case_table(w: WorkloadResult, case: CaseResult, repeat: int, out: TextIO) -
         rows.append(row)
     if len(rows) > 1:
         _rows_table(rows, out)
+    for c in case.contenders:
+        over = [s["overrun_ms"] for s in c.samples if s.get("overrun_ms", 0) > 0]
+        if over and c.status == "ok":
+            notes.append(
+                f"  note: {c.name}: arming ended after the first deadline in {len(over)} of "
+                f"{len(c.samples)} runs (by up to {max(over):.0f} ms); those runs' early "
+                "timers were late before the loop started"
+            )
     for n in notes:
         out.write(n + "\n")
 

@@ -479,7 +479,9 @@ def timer_size(settings: Settings) -> tuple[int, float]:
     return round(TIMER_DENSITY * window), window
 
 
-def _timer_sample(times: list[int], deadlines: list[int], fired: int, arm_s: float) -> Sample:
+def _timer_sample(
+    times: list[int], deadlines: list[int], fired: int, arm_s: float, armed_ns: int
+) -> Sample:
     if fired != len(deadlines):
         raise RuntimeError(f"{fired} of {len(deadlines)} timers fired")
     late = sorted(t - d for t, d in zip(times, deadlines, strict=True))
@@ -491,6 +493,9 @@ def _timer_sample(times: list[int], deadlines: list[int], fired: int, arm_s: flo
         "max_ms": late[-1] / 1e6,
         "min_ms": late[0] / 1e6,
         "arm_s": arm_s,
+        # > 0: arming ended after the first deadline (the lead was too short),
+        # so the earliest timers were late for reasons outside the loop.
+        "overrun_ms": max(0, armed_ns - min(deadlines)) / 1e6,
         "count": float(n),
         "seconds": (max(times) - min(deadlines)) / 1e9,
     }
@@ -501,7 +506,7 @@ class _Lead:
 
     Arming 200,000 timers takes a good part of a second in Python; deadlines
     that fall due while the loop is still arming would be late for reasons
-    that have nothing to do with the loop.  The lead is 1.5x the last
+    that have nothing to do with the loop.  The lead is 2x the last
     measured arming time (the first run: an estimate) plus 20 ms.
     """
 
@@ -509,7 +514,7 @@ class _Lead:
         self.arm_s = count * 5e-6
 
     def start_ns(self) -> int:
-        return time.monotonic_ns() + int((1.5 * self.arm_s + 0.02) * 1e9)
+        return time.monotonic_ns() + int((2 * self.arm_s + 0.05) * 1e9)
 
 
 def _offsets(count: int, window: float, seed: int) -> list[int]:
@@ -547,12 +552,13 @@ def _aiocore_timers(
                 t.mod_ns(d)
                 timers.append(t)
             lead.arm_s = arm_s = time.perf_counter() - t_arm
+            armed_ns = time.monotonic_ns()
             poll = ctx.poll
             while fired < n:
                 poll(True)
             info["runs_on"] = ctx.backend_name
             del timers
-        return _timer_sample(times, deadlines, fired, arm_s)
+        return _timer_sample(times, deadlines, fired, arm_s, armed_ns)
 
     return run
 
@@ -588,10 +594,11 @@ def _loop_timers(factory: Callable[[], Any], offsets: list[int]) -> Callable[[in
             for i, d in enumerate(deadlines):
                 call_at(d / 1e9 + offset, cb, i)
             lead.arm_s = arm_s = time.perf_counter() - t_arm
+            armed_ns = time.monotonic_ns()
             _run_forever(loop, errors)
         finally:
             loop.close()
-        return _timer_sample(times, deadlines, fired, arm_s)
+        return _timer_sample(times, deadlines, fired, arm_s, armed_ns)
 
     return run
 
@@ -613,9 +620,9 @@ def _raw_timers(offsets: list[int], limit: float) -> Callable[[int], Sample]:
         base = lead.start_ns()
         deadlines = [base + o for o in offsets]
         # Building the heap is the raw loop's arming.
-        ready = raw.heap_timers(deadlines, cb, limit)
+        ready, armed_ns = raw.heap_timers(deadlines, cb, limit)
         lead.arm_s = arm_s = ready - t_arm
-        return _timer_sample(times, deadlines, fired, arm_s)
+        return _timer_sample(times, deadlines, fired, arm_s, armed_ns)
 
     return run
 
