@@ -56,6 +56,7 @@ __all__ = [
     "Contender",
     "ContenderResult",
     "Metric",
+    "NotAvailable",
     "Progress",
     "RunTimeout",
     "Sample",
@@ -65,6 +66,7 @@ __all__ = [
     "environment",
     "raise_nofile_limit",
     "run_case",
+    "run_cases",
     "run_workloads",
 ]
 
@@ -138,6 +140,9 @@ class Workload:
     floor: str
     metrics: tuple[Metric, ...]
     build: Callable[[Settings], list[Case]]
+    #: Alternate across the cases too (:func:`run_cases`), because the
+    #: workload's figure compares the cases with each other.
+    interleave: bool = False
 
 
 @dataclass
@@ -157,6 +162,14 @@ class Settings:
     registry: Any = None
     #: The backends were named by the user (``--backend``), not defaulted.
     explicit_backends: bool = False
+
+
+class NotAvailable(Exception):
+    """Raised by a case's setup when this machine cannot run it (a limit, a missing feature).
+
+    Its contenders are then shown as *not available* with the message, like a
+    missing optional dependency, instead of failed.
+    """
 
 
 class RunTimeout(KeyboardInterrupt):
@@ -354,6 +367,100 @@ def _warm_up(contender: Contender, case: Case, size: int) -> tuple[float, list[t
     return max(case.time_limit, 20 * expected + 10), [(small, sample)]
 
 
+class _CaseRun:
+    """One case in progress, in phases, so that several cases can be interleaved."""
+
+    def __init__(
+        self, case: Case, settings: Settings, progress: Progress | None, label: str
+    ) -> None:
+        self.case, self.settings, self.progress, self.label = case, settings, progress, label
+        results = [
+            ContenderResult(c.name, c.role, c.family, floor=c.floor, info=c.info)
+            for c in case.contenders
+        ]
+        self.runnable: list[tuple[Contender, ContenderResult]] = []
+        for c, r in zip(case.contenders, results, strict=True):
+            if c.run is None:
+                r.status = "not available"
+                r.error = c.unavailable or "not available"
+            else:
+                self.runnable.append((c, r))
+        # The same dict: a setup may note what it did (the RLIMIT_NOFILE change).
+        self.result = CaseResult(case.label, case.params, results)
+        self.limits: dict[str, float] = {}
+        self.open = False
+
+    def _step(self, count: int = 1) -> None:
+        if self.progress is not None:
+            self.progress.step(self.label, count)
+
+    def _show(self, what: str) -> None:
+        if self.progress is not None:
+            self.progress.show(f"{self.label}{what}")
+
+    def start(self) -> None:
+        """Acquire the case's shared resources; on failure every contender failed."""
+        if not self.runnable:
+            return
+        try:
+            if self.case.setup is not None:
+                self.case.setup()
+        except NotAvailable as exc:
+            for _, r in self.runnable:
+                r.status, r.error = "not available", str(exc)
+            self._step(len(self.runnable) * (self.settings.repeat + 1))
+            self.runnable = []
+            return
+        except Exception as exc:
+            self.result.error = _describe(exc)
+            for _, r in self.runnable:
+                r.status = "failed"
+                r.error = f"case setup failed: {self.result.error}"
+            self._step(len(self.runnable) * (self.settings.repeat + 1))
+            self.runnable = []
+            return
+        self.open = True
+
+    def calibrate(self) -> None:
+        """Choose each contender's size (calibration doubles as the warm-up)."""
+        case, settings = self.case, self.settings
+        for c, r in self.runnable:
+            self._show(f"{c.name} (calibrating)")
+            try:
+                if case.size is not None:
+                    r.size = case.size
+                elif settings.size:
+                    r.size = min(settings.size, case.max_size)
+                    self.limits[c.name], r.calibration = _warm_up(c, case, r.size)
+                else:
+                    r.size, r.calibration = _calibrate(c, case, settings.duration)
+            except (Exception, RunTimeout) as exc:
+                r.status, r.error = "failed", _describe(exc)
+            self._step()
+
+    def repeat(self, i: int) -> None:
+        """Run each contender once (repeat *i*), in order."""
+        for c, r in self.runnable:
+            if r.status != "ok":
+                self._step()
+                continue
+            self._show(f"{c.name} ({i + 1}/{self.settings.repeat})")
+            assert r.size is not None
+            try:
+                limit = self.limits.get(c.name, self.case.time_limit)
+                r.samples.append(_one_run(c, r.size, limit))
+            except (Exception, RunTimeout) as exc:
+                r.status, r.error = "failed", f"run {i + 1}: {_describe(exc)}"
+            self._step()
+
+    def finish(self) -> None:
+        """Release the shared resources (idempotent)."""
+        if self.open:
+            self.open = False
+            if self.case.teardown is not None:
+                self.case.teardown()
+
+
 def run_case(
     case: Case,
     settings: Settings,
@@ -361,69 +468,37 @@ def run_case(
     label: str = "",
 ) -> CaseResult:
     """Run one case: calibrate (rate cases), then alternate the contenders *repeat* times."""
-    results = [
-        ContenderResult(c.name, c.role, c.family, floor=c.floor, info=c.info)
-        for c in case.contenders
-    ]
-    runnable: list[tuple[Contender, ContenderResult]] = []
-    for c, r in zip(case.contenders, results, strict=True):
-        if c.run is None:
-            r.status = "not available"
-            r.error = c.unavailable or "not available"
-        else:
-            runnable.append((c, r))
-    result = CaseResult(case.label, dict(case.params), results)
-    if not runnable:
-        return result
+    return run_cases([case], settings, progress, [label])[0]
+
+
+def run_cases(
+    cases: Sequence[Case],
+    settings: Settings,
+    progress: Progress | None = None,
+    labels: Sequence[str] | None = None,
+) -> list[CaseResult]:
+    """Run *cases* interleaved: each repeat runs every contender of every case once.
+
+    A workload whose figure compares its cases with each other (the idle-fd
+    scaling: the rate at 8192 idle fds over the rate at 1) needs the
+    alternation across cases too; otherwise drift between the minute the
+    1-fd case ran and the minute the 8192-fd case ran would be read as
+    scaling.  The shared resources of all cases are held at once.
+    """
+    names = list(labels) if labels is not None else [""] * len(cases)
+    runs = [_CaseRun(c, settings, progress, lb) for c, lb in zip(cases, names, strict=True)]
     try:
-        if case.setup is not None:
-            case.setup()
-    except Exception as exc:
-        # Shared setup failed (too few fds, ...): every contender of the case failed.
-        result.error = _describe(exc)
-        for _, r in runnable:
-            r.status = "failed"
-            r.error = f"case setup failed: {result.error}"
-        if progress is not None:
-            progress.step(label, len(runnable) * (settings.repeat + 1))
-        return result
-    limits: dict[str, float] = {}
-    try:
-        for c, r in runnable:
-            if progress is not None:
-                progress.show(f"{label}{c.name} (calibrating)")
-            try:
-                if case.size is not None:
-                    r.size = case.size
-                elif settings.size:
-                    r.size = min(settings.size, case.max_size)
-                    limits[c.name], r.calibration = _warm_up(c, case, r.size)
-                else:
-                    r.size, r.calibration = _calibrate(c, case, settings.duration)
-            except (Exception, RunTimeout) as exc:
-                r.status, r.error = "failed", _describe(exc)
-            if progress is not None:
-                progress.step(label)
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.calibrate()
         for i in range(settings.repeat):
-            for c, r in runnable:
-                if r.status != "ok":
-                    if progress is not None:
-                        progress.step(label)
-                    continue
-                if progress is not None:
-                    progress.show(f"{label}{c.name} ({i + 1}/{settings.repeat})")
-                assert r.size is not None
-                try:
-                    limit = limits.get(c.name, case.time_limit)
-                    r.samples.append(_one_run(c, r.size, limit))
-                except (Exception, RunTimeout) as exc:
-                    r.status, r.error = "failed", f"run {i + 1}: {_describe(exc)}"
-                if progress is not None:
-                    progress.step(label)
+            for run in runs:
+                run.repeat(i)
     finally:
-        if case.teardown is not None:
-            case.teardown()
-    return result
+        for run in runs:
+            run.finish()
+    return [run.result for run in runs]
 
 
 def count_steps(cases: Sequence[Case], repeat: int) -> int:
@@ -455,10 +530,14 @@ def run_workloads(
                 failed = CaseResult("", {}, [], error=f"could not build: {_describe(cases)}")
                 out.append(WorkloadResult(w, [failed]))
                 continue
-            results = []
-            for case in cases:
-                prefix = f"{w.name}{' ' + case.label if case.label else ''}: "
-                results.append(run_case(case, settings, progress, prefix))
+            labels = [f"{w.name}{' ' + case.label if case.label else ''}: " for case in cases]
+            if w.interleave:
+                results = run_cases(cases, settings, progress, labels)
+            else:
+                results = [
+                    run_case(case, settings, progress, label)
+                    for case, label in zip(cases, labels, strict=True)
+                ]
             out.append(WorkloadResult(w, results, time.perf_counter() - t0))
     finally:
         progress.close()
@@ -484,15 +563,19 @@ def _loadavg() -> list[float] | None:
 
 
 def raise_nofile_limit(needed: int) -> tuple[bool, str]:
-    """Raise the soft ``RLIMIT_NOFILE`` towards the hard limit so *needed* fds fit.
+    """Raise the soft ``RLIMIT_NOFILE`` towards the hard limit so *needed* more fds fit.
 
     Returns ``(enough, what happened)``; the soft limit is raised only as far
     as needed (plus headroom) and never beyond the hard limit.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = needed + 256
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 64
+    want = in_use + needed + 256
     if soft == resource.RLIM_INFINITY or soft >= want:
-        return True, f"RLIMIT_NOFILE soft limit {soft} is enough for {needed} fds"
+        return True, f"RLIMIT_NOFILE soft limit {soft} is enough for {needed} more fds"
     new = want if hard == resource.RLIM_INFINITY else min(want, hard)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
@@ -500,10 +583,10 @@ def raise_nofile_limit(needed: int) -> tuple[bool, str]:
         return False, f"could not raise RLIMIT_NOFILE from {soft} to {new}: {exc}"
     if new < want:
         return False, (
-            f"RLIMIT_NOFILE raised from {soft} to the hard limit {hard}, "
-            f"short of the {want} needed for {needed} fds"
+            f"RLIMIT_NOFILE is at its hard limit {hard}, short of the {want} needed for "
+            f"{needed} more fds ({in_use} in use); raise the hard limit (ulimit -Hn) to measure"
         )
-    return True, f"RLIMIT_NOFILE soft limit raised from {soft} to {new}"
+    return True, f"RLIMIT_NOFILE soft limit raised from {soft} to {new} for {needed} more fds"
 
 
 def environment() -> dict[str, Any]:

@@ -144,6 +144,10 @@ def _idle_pivot(w: WorkloadResult, out: TextIO) -> None:
         rows.append([name, *(_fmt(m, ",.0f") for m in meds), keep])
     out.write(f"\n{w.workload.title}: round trips/s (medians) and the rate kept\n")
     _rows_table(rows, out)
+    for case in cases:
+        what = case.params.get("rlimit_nofile", "")
+        if "raised" in what or "short" in what:
+            out.write(f"  note: {what}\n")
 
 
 def _median(case: CaseResult | None, name: str, key: str) -> float | None:

@@ -29,7 +29,16 @@ from types import ModuleType
 from typing import Any
 
 from . import raw
-from .harness import Case, Contender, Metric, Sample, Settings, Workload, raise_nofile_limit
+from .harness import (
+    Case,
+    Contender,
+    Metric,
+    NotAvailable,
+    Sample,
+    Settings,
+    Workload,
+    raise_nofile_limit,
+)
 
 __all__ = [
     "ECHO_SCRIPT",
@@ -430,12 +439,19 @@ def _build_idle_fds(settings: Settings) -> list[Case]:
     for size in sizes:
         idle: list[int] = []
         closer: list[Callable[[], None]] = []
+        params: dict[str, Any] = {"idle_fds": size}
 
-        def setup(size: int = size, idle: list[int] = idle, closer: list[Any] = closer) -> None:
+        def setup(
+            size: int = size,
+            idle: list[int] = idle,
+            closer: list[Any] = closer,
+            params: dict[str, Any] = params,
+        ) -> None:
             # The pair, a backend's own fds and the raw loops' rings come on top.
             enough, what = raise_nofile_limit(size + 64)
+            params["rlimit_nofile"] = what
             if not enough:
-                raise OSError(f"cannot open {size} idle fds: {what}")
+                raise NotAvailable(f"cannot open {size} idle fds: {what}")
             fds, close = raw.open_idle_fds(size)
             idle[:] = fds
             closer.append(close)
@@ -451,7 +467,7 @@ def _build_idle_fds(settings: Settings) -> list[Case]:
             Case(
                 f"{size} idle",
                 contenders,
-                params={"idle_fds": size},
+                params=params,
                 start_size=20,
                 time_limit=_limit(settings),
                 setup=setup,
@@ -825,6 +841,7 @@ WORKLOADS: dict[str, Workload] = {
             "raw poll / epoll / io_uring loop with the same idle fds",
             RATE_ROUND_TRIPS,
             _build_idle_fds,
+            interleave=True,
         ),
         Workload(
             "timers",

@@ -293,6 +293,46 @@ def test_exception_in_an_aiocore_callback_fails_the_run(
     assert mine.error is not None and "idle fd was reported readable" in mine.error
 
 
+def test_cases_of_an_interleaved_workload_take_turns() -> None:
+    order: list[str] = []
+
+    def contender(name: str) -> harness.Contender:
+        def run(n: int) -> harness.Sample:
+            order.append(name)
+            return {"rate": 1.0, "seconds": 0.001}
+
+        return harness.Contender(name, "floor", name, run)
+
+    cases = [
+        harness.Case(label, [contender(f"{label}a"), contender(f"{label}b")], size=1)
+        for label in ("1", "2")
+    ]
+    settings = harness.Settings(backends=[], repeat=2)
+    results = harness.run_cases(cases, settings)
+    assert order == ["1a", "1b", "2a", "2b"] * 2
+    assert [len(c.samples) for r in results for c in r.contenders] == [2, 2, 2, 2]
+    assert workloads.WORKLOADS["idle_fds"].interleave
+
+
+def test_too_low_fd_limit_makes_idle_cases_not_available(
+    registry: aiocore.PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Enough for the 1-fd case (plus headroom), not for the 64-fd one; the
+    # limit is only pretended (setrlimit does nothing) so the session keeps its own.
+    limit = len(os.listdir("/proc/self/fd")) + 1 + 64 + 256 + 20
+    monkeypatch.setattr(harness.resource, "getrlimit", lambda _r: (limit, limit))
+    monkeypatch.setattr(harness.resource, "setrlimit", lambda *_a: None)
+    [result] = harness.run_workloads(
+        [workloads.WORKLOADS["idle_fds"]], quick_settings("epoll", registry)
+    )
+    small, large = result.cases
+    assert [c.status for c in small.contenders if c.role == "aiocore"] == ["ok"]
+    for c in large.contenders:
+        assert c.status == "not available", c
+        assert c.error is not None and f"hard limit {limit}" in c.error
+    assert f"hard limit {limit}" in large.params["rlimit_nofile"]
+
+
 def test_missing_uvloop_is_not_available_not_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)
     status, text = bench("--workload", "bh_chain", "--backend", "epoll", "--quick", "--json")
