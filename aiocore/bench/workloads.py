@@ -716,8 +716,9 @@ def _build_wakeup(settings: Settings) -> list[Case]:
     if path is None:
         return _not_available(
             "wake-up latency",
-            f"benchmarks/{WAKEUP_SCRIPT} does not exist in this source tree yet "
-            "(the cross-process wake-up workload is being written separately)",
+            f"benchmarks/{WAKEUP_SCRIPT} was not found: the cross-process wake-up "
+            "workload is not written yet, or aiocore runs from an installation "
+            "without the source tree's benchmarks/",
         )
     module = _load_script(path)
     hook = getattr(module, "bench_cases", None)
