@@ -390,6 +390,7 @@ def plot(results: Sequence[WorkloadResult], path: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(3, 1, figsize=(10, 13))
     ax = axes[0]
@@ -414,6 +415,9 @@ def plot(results: Sequence[WorkloadResult], path: str, title: str) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("idle fds registered beside the active socketpair")
         ax.set_ylabel("round trips/s (median, min-max bars)")
+        ax.yaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v / 1000:,.0f}k")
+        )
         ax.set_title("idle-fd scaling")
         ax.legend(fontsize="small", ncol=2)
         ax.grid(True, which="both", alpha=0.3)
@@ -459,11 +463,14 @@ def plot(results: Sequence[WorkloadResult], path: str, title: str) -> None:
             xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
             ax.bar(xs, vals, width, label=f"aiocore {fam}")
         ax.axhline(1.0, color="black", linewidth=0.8)
+        top = max((v for vals in series.values() for v in vals if math.isfinite(v)), default=1.0)
+        # Room above the 1.0 line for the legend.
+        ax.set_ylim(0, max(1.4, top * 1.25))
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups, fontsize="small")
         ax.set_ylabel("ratio (> 1: aiocore better)")
         ax.set_title(title)
-        ax.legend(fontsize="small", ncol=4)
+        ax.legend(fontsize="small", ncol=4, loc="upper left")
         ax.grid(True, axis="y", alpha=0.3)
 
     bars(axes[1], "baseline", "aiocore / uvloop (asyncio where uvloop is missing), primary metric")
