@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_DURATION", "add_arguments", "main", "run"]
 
 #: Seconds per run of a rate workload by default: the whole default run
 #: (every workload on every backend here, 5 repeats) then takes about 35 s
-#: on a 2-CPU machine, a third of it starting the echo benchmark's processes.
+#: on a 2-CPU machine, half of it in the echo benchmark's server and client processes.
 DEFAULT_DURATION = 0.02
 #: Seconds per run with ``--quick``.
 QUICK_DURATION = 0.002
