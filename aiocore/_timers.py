@@ -164,6 +164,10 @@ class TimerGroup:
             heapq.heappush(heap, entry)
             self._live[clock] += 1
             self.armed += 1
+            # Blank entries (deleted or moved timers) at the head do not
+            # count: drop them, so "earliest" means no live timer precedes.
+            while heap[0][2] is None:
+                heapq.heappop(heap)
             earliest = heap[0] is entry
             if len(heap) > 2 * self._live[clock] + _COMPACT_SLACK:
                 heap[:] = [e for e in heap if e[2] is not None]
