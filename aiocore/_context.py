@@ -606,7 +606,12 @@ class AioContext:
             self._wrong_thread()
         backend = self._backend
         if backend.maintenance_due and not self._depth and not self._external_disabled:
-            self._maintain_backend()
+            # Under the handler lock: a thread holding acquire() may be in
+            # set_fd_handler(), whose backend.update() must not run while
+            # maintain() migrates the interest set (auto's upgrade iterates
+            # it and would miss, or trip over, a concurrent change).
+            with self._hlock:
+                self._maintain_backend()
         table = self._table
         pollmode = self._pollmode
         start = monotonic_ns() if pollmode.max_ns else 0
