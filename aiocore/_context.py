@@ -138,6 +138,7 @@ class AioContext:
         self._notify_me = 0
         self._notified = False
         self._kicked = False
+        self._kick_lock = threading.Lock()  # notify()'s kick against close()
 
         self._depth = 0  # poll() nesting level
         self._external_disabled = 0
@@ -299,8 +300,15 @@ class AioContext:
             raise RuntimeError("this AioContext is closed")
         self._notified = True
         if self._notify_me:
-            self._kicked = True
-            self._event.set()
+            # The kick holds _kick_lock, which close() takes to close the
+            # notifier: a notify() from another thread, preempted between
+            # reading _notify_me and set(), would otherwise write to the fd
+            # number after close() freed it, into whatever reused it.  Only
+            # the kick (a system call anyway) pays for the lock.
+            with self._kick_lock:
+                if not self._closed:
+                    self._kicked = True
+                    self._event.set()
 
     def _drain_notifier(self, event: EventNotifier) -> None:
         # io_read of the internal notifier: never progress.
@@ -854,7 +862,8 @@ class AioContext:
         try:
             self._backend.close()
         finally:
-            self._event.close()
+            with self._kick_lock:  # see notify()
+                self._event.close()
             self._table = FdTable()
             self._table.special = self._notifier_node
 
