@@ -15,6 +15,7 @@ This module holds the numbers and the rule; the context runs the loop.
 
 from __future__ import annotations
 
+import threading
 from typing import Final
 
 __all__ = ["PollMode"]
@@ -24,9 +25,22 @@ INITIAL_POLL_NS: Final = 4000
 
 
 class PollMode:
-    """The busy-poll window of one context and the rule that adapts it."""
+    """The busy-poll window of one context and the rule that adapts it.
 
-    __slots__ = ("grow", "max_ns", "ns", "shrink", "started")
+    :meth:`adjust` runs in the home thread (inside ``poll()``), while
+    :meth:`set_params` may run in any thread (``ctx.set_poll_params()`` on an
+    IOThread's context).  Without care, an ``adjust()`` that read the old
+    parameters could store its window after ``set_params()`` reset it: with
+    polling just switched off (``max_ns`` 0, so ``adjust()`` is never called
+    again) the loop would busy-poll for that stale window forever.  So
+    ``set_params()`` bumps a generation under a lock, and ``adjust()`` reads
+    the generation first and stores a changed window under the same lock only
+    if the generation is unchanged.  The hot path takes the lock only when the
+    window actually changes; readers (``poll()`` reading ``ns``) need no lock,
+    as a stale window merely polls once more or once less.
+    """
+
+    __slots__ = ("_gen", "_lock", "grow", "max_ns", "ns", "shrink", "started")
 
     def __init__(self, max_ns: int = 0, grow: int = 0, shrink: int = 0) -> None:
         self.max_ns = max_ns
@@ -36,22 +50,35 @@ class PollMode:
         self.ns = 0
         #: True between io_poll_begin and io_poll_end calls.
         self.started = False
+        self._lock = threading.Lock()
+        self._gen = 0
 
     def set_params(self, max_ns: int, grow: int, shrink: int) -> None:
-        """Install new parameters and restart the window from 0."""
-        self.max_ns = max_ns
-        self.grow = grow
-        self.shrink = shrink
-        self.ns = 0
+        """Install new parameters and restart the window from 0.  Any thread."""
+        with self._lock:
+            self.max_ns = max_ns
+            self.grow = grow
+            self.shrink = shrink
+            self.ns = 0
+            self._gen += 1
 
     def adjust(self, block_ns: int) -> None:
         """Adapt the window after a poll that took *block_ns* (polling included)."""
+        gen = self._gen  # first: a set_params() after this read is detected below
         ns = self.ns
         max_ns = self.max_ns
         if block_ns <= ns:
             return
         if block_ns > max_ns:
-            self.ns = ns // self.shrink if self.shrink else 0
+            shrink = self.shrink
+            new = ns // shrink if shrink else 0
         elif ns < max_ns and block_ns < max_ns:
-            ns = ns * (self.grow or 2) if ns else INITIAL_POLL_NS
-            self.ns = min(ns, max_ns)
+            new = ns * (self.grow or 2) if ns else INITIAL_POLL_NS
+            if new > max_ns:
+                new = max_ns
+        else:
+            return
+        if new != ns:
+            with self._lock:
+                if self._gen == gen:
+                    self.ns = new
