@@ -117,7 +117,17 @@ class Timer:
 class TimerGroup:
     """The timer lists of one context (QEMU's ``QEMUTimerListGroup``)."""
 
-    __slots__ = ("_heaps", "_live", "_lock", "_notify", "_on_error", "_seq", "armed", "closed")
+    __slots__ = (
+        "_deferred",
+        "_heaps",
+        "_live",
+        "_lock",
+        "_notify",
+        "_on_error",
+        "_seq",
+        "armed",
+        "closed",
+    )
 
     def __init__(
         self,
@@ -127,6 +137,9 @@ class TimerGroup:
         self._lock = threading.Lock()
         self._heaps: list[list[_Entry]] = [[] for _ in range(_NCLOCKS)]
         self._live = [0] * _NCLOCKS
+        #: Per clock: due entries a run set aside because they were armed
+        #: during it.  Shared by nested runs, which put them back first.
+        self._deferred: list[list[_Entry]] = [[] for _ in range(_NCLOCKS)]
         self._seq = 0
         self._notify = notify
         self._on_error = on_error
@@ -191,7 +204,13 @@ class TimerGroup:
         enabled = _clocks._enabled
         with self._lock:
             for clock, heap in enumerate(self._heaps):
-                if not heap or not enabled[clock]:
+                if not enabled[clock]:
+                    continue
+                # Due entries an outer run set aside: the next run (a nested
+                # poll's) runs them, so a nested poll must not sleep.
+                if any(e[2] is not None for e in self._deferred[clock]):
+                    return 0
+                if not heap:
                     continue
                 while heap and heap[0][2] is None:
                     heapq.heappop(heap)
@@ -208,7 +227,9 @@ class TimerGroup:
         """Run every due timer of every enabled clock; return true if any ran.
 
         "Now" is read once per clock.  A timer armed during this run (by its
-        own callback or another) waits for the next run even if it is due.
+        own callback or another) waits for the next run even if it is due; a
+        nested ``poll()`` from a timer callback is such a next run, so it
+        first puts back what the outer run set aside.
         """
         progress = False
         seq_limit = self._seq
@@ -216,10 +237,12 @@ class TimerGroup:
         enabled = _clocks._enabled
         for clock in range(_NCLOCKS):
             heap = self._heaps[clock]
+            deferred = self._deferred[clock]
+            if deferred:
+                self._restore(heap, deferred)
             if not heap or not enabled[clock]:
                 continue
             now = CLOCK_READERS[clock]()
-            deferred: list[_Entry] = []
             try:
                 while True:
                     with lock:
@@ -252,11 +275,15 @@ class TimerGroup:
                         self._on_error(exc)
             finally:
                 if deferred:
-                    with lock:
-                        for entry in deferred:
-                            if entry[2] is not None:
-                                heapq.heappush(heap, entry)
+                    self._restore(heap, deferred)
         return progress
+
+    def _restore(self, heap: list[_Entry], deferred: list[_Entry]) -> None:
+        with self._lock:
+            for entry in deferred:
+                if entry[2] is not None:
+                    heapq.heappush(heap, entry)
+            deferred.clear()
 
     def close(self) -> None:
         """Disarm every timer; later arming raises ``RuntimeError``."""
@@ -268,5 +295,7 @@ class TimerGroup:
                     if timer is not None:
                         timer._entry = None
                 heap.clear()
+            for deferred in self._deferred:
+                deferred.clear()
             self._live = [0] * _NCLOCKS
             self.armed = 0

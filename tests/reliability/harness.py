@@ -60,16 +60,24 @@ def bounded(seconds: float, what: str) -> Iterator[None]:
         yield
         return
 
+    fired: list[int] = []
+    message = f"{what} did not return within {seconds} s"
+
     def on_alarm(_signum: int, _frame: object) -> None:
-        raise PollHung(f"{what} did not return within {seconds} s")
+        fired.append(1)
+        raise PollHung(message)
 
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Repeating: an exception raised where Python ignores it (a GC callback,
+    # a __del__) must not let the block run on unbounded.
+    signal.setitimer(signal.ITIMER_REAL, seconds, seconds / 2)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+    if fired:
+        raise PollHung(message)
 
 
 def _reraise(_ctx: AioContext, exc: BaseException) -> None:

@@ -6,7 +6,7 @@ few calls that matter; it failed before its core fix and passes after.
 
 from __future__ import annotations
 
-from aiocore import AioContext, Clock, clock_enable
+from aiocore import AioContext, Clock, clock_enable, virtual_clock_step
 
 from .harness import bounded
 
@@ -43,3 +43,65 @@ def test_arming_behind_a_deleted_head_timer_notifies(ctx: AioContext) -> None:
     second.mod_ns(20)  # no live timer precedes it: it is the earliest
     with bounded(0.5, "poll(True) after a timer became the earliest"):
         assert ctx.poll(True) is False
+
+
+def test_timer_rearmed_during_a_run_is_run_by_a_nested_poll(ctx: AioContext) -> None:
+    """SPEC 8: a timer armed during a timer run runs at the next ``poll()``,
+    and a nested ``poll()`` from a later timer callback is such a poll.
+
+    Found by ``test_differential`` (soak): the run set the re-armed, due timer
+    aside in a list local to the outer run, so the nested poll did not see it,
+    while one that sorted after the running timer was still in the heap and
+    was run by the nested poll: the outcome depended on heap order.
+    """
+    clock_enable(Clock.VIRTUAL, True)
+    calls: list[str] = []
+    nested: list[bool] = []
+
+    def a_cb(_opaque: object) -> None:
+        calls.append("a")
+        if calls.count("a") == 1:
+            a.mod_ns(0)  # due at once, armed during the run
+
+    def b_cb(_opaque: object) -> None:
+        calls.append("b")
+        nested.append(ctx.poll(False))
+        calls.append("b done")
+
+    a = ctx.timer_new_ns(Clock.VIRTUAL, a_cb)
+    b = ctx.timer_new_ns(Clock.VIRTUAL, b_cb)
+    virtual_clock_step(10)
+    a.mod_ns(0)
+    b.mod_ns(5)
+    # a runs, re-arms itself at 0, which sorts before b: the run meets the
+    # new entry (armed during the run: not this run's) before it reaches b.
+    assert ctx.poll(False) is True
+    assert calls == ["a", "b", "a", "b done"]
+    assert nested == [True]
+    assert not a.pending
+
+
+def test_nested_blocking_poll_does_not_sleep_past_a_rearmed_due_timer(
+    ctx: AioContext,
+) -> None:
+    """The same, with a nested ``poll(True)``: its timeout counts that timer."""
+    clock_enable(Clock.VIRTUAL, True)
+    calls: list[str] = []
+
+    def a_cb(_opaque: object) -> None:
+        calls.append("a")
+        if calls.count("a") == 1:
+            a.mod_ns(0)
+
+    def b_cb(_opaque: object) -> None:
+        calls.append("b")
+        with bounded(0.5, "a nested poll(True) with a due timer"):
+            ctx.poll(True)
+
+    a = ctx.timer_new_ns(Clock.VIRTUAL, a_cb)
+    b = ctx.timer_new_ns(Clock.VIRTUAL, b_cb)
+    virtual_clock_step(10)
+    a.mod_ns(0)
+    b.mod_ns(5)
+    ctx.poll(False)
+    assert calls == ["a", "b", "a"]
