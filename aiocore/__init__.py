@@ -26,15 +26,29 @@ from ._clocks import (
     virtual_clock_step,
 )
 from ._context import AioContext, ExceptionHandler
+from ._coroutine import (
+    CoMutex,
+    Coroutine,
+    co_enter,
+    co_reschedule_self,
+    co_schedule,
+    co_wake,
+    current_coroutine,
+    in_coroutine,
+    sleep_ns,
+    yield_,
+)
 from ._errors import (
     BackendUnavailable,
     ConfigError,
     PluginError,
     UnknownBackendError,
 )
+from ._iothread import IOThread
 from ._notifier import EventNotifier
 from ._plugins import PluginRegistry, PluginWarning, default_registry
 from ._timers import Timer
+from ._wait import run_in_context, wait_while
 from .backend import (
     EVENT_ERR,
     EVENT_HUP,
@@ -61,9 +75,12 @@ __all__ = [
     "Backend",
     "BackendUnavailable",
     "Clock",
+    "CoMutex",
     "ConfigError",
+    "Coroutine",
     "EventNotifier",
     "ExceptionHandler",
+    "IOThread",
     "PluginError",
     "PluginRegistry",
     "PluginWarning",
@@ -73,8 +90,18 @@ __all__ = [
     "clock_enable",
     "clock_enabled",
     "clock_get_ns",
+    "co_enter",
+    "co_reschedule_self",
+    "co_schedule",
+    "co_wake",
+    "current_coroutine",
     "default_registry",
     "hookimpl",
+    "in_coroutine",
     "measurements",
+    "run_in_context",
+    "sleep_ns",
     "virtual_clock_step",
+    "wait_while",
+    "yield_",
 ]
