@@ -193,7 +193,12 @@ def test_co_schedule_from_another_thread_wakes_a_blocked_loop(ctx: AioContext) -
 
     co = Coroutine(body())
     ctx.poll(False)
-    t = threading.Thread(target=lambda: (time.sleep(0.02), co_schedule(ctx, co)), name="x")
+
+    def later() -> None:
+        time.sleep(0.02)
+        co_schedule(ctx, co)
+
+    t = threading.Thread(target=later, name="x")
     t.start()
     with Watchdog(ctx, 5) as dog:
         for _ in range(100):
@@ -421,7 +426,7 @@ def test_awaitables_outside_an_aiocore_coroutine(plain: AioContext) -> None:
         (lambda ctx: Coroutine(_started()), ValueError, "already been started"),
         (lambda ctx: Coroutine(_fresh(), name=3), TypeError, "name must be a str"),  # type: ignore[arg-type]
         (lambda ctx: co_enter("ctx", _co()), TypeError, "ctx must be an AioContext"),  # type: ignore[arg-type]
-        (lambda ctx: co_enter(ctx, _fresh()), TypeError, "co must be an aiocore.Coroutine"),  # type: ignore[arg-type]
+        (lambda ctx: co_enter(ctx, _fresh()), TypeError, "co must be an aiocore.Coroutine"),
         (lambda ctx: co_schedule(ctx, None), TypeError, "co must be an aiocore.Coroutine"),  # type: ignore[arg-type]
         (lambda ctx: co_wake("co"), TypeError, "co must be an aiocore.Coroutine"),  # type: ignore[arg-type]
         (lambda ctx: co_wake(_co()), RuntimeError, "was never entered"),

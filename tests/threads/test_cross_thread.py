@@ -73,8 +73,13 @@ def test_run_in_context_reraises_the_exception(iothreads: Make) -> None:
 
 def test_run_in_context_from_the_home_thread_just_calls(ctx: AioContext) -> None:
     seen: list[int] = []
+
     # No poll() is running: a BH would never run; a direct call does.
-    assert run_in_context(ctx, lambda: seen.append(1) or "direct") == "direct"
+    def direct() -> str:
+        seen.append(1)
+        return "direct"
+
+    assert run_in_context(ctx, direct) == "direct"
     assert seen == [1]
     with pytest.raises(ZeroDivisionError):
         run_in_context(ctx, lambda: 1 / 0)
@@ -314,8 +319,12 @@ def test_acquire_lets_another_thread_remove_and_replace_handlers(ctx: AioContext
     ctx.poll(False)
 
     def replace() -> None:
+        def new(s: socket.socket) -> None:
+            calls.append("new")
+            s.recv(1)
+
         with _held(ctx):
-            ctx.set_fd_handler(a, lambda s: calls.append("new") or s.recv(1), opaque=a)
+            ctx.set_fd_handler(a, new, opaque=a)
         b.send(b"y")
 
     t = _in_thread(replace)
@@ -394,7 +403,12 @@ def test_acquire_is_recursive_and_release_checks_the_owner(ctx: AioContext) -> N
     ctx.release()
     ctx.release()
     got: list[bool] = []
-    t = threading.Thread(target=lambda: (ctx.acquire(), got.append(True), ctx.release()))
+
+    def take() -> None:
+        with _held(ctx):
+            got.append(True)
+
+    t = threading.Thread(target=take)
     t.start()
     join_all([t], 5)
     assert got == [True]
