@@ -21,16 +21,34 @@ anyone through :meth:`notify`).
   (reading the BH queue and the timer heads) and checks ``_notified``, **then**
   sleeps.
 
-If the waker read ``_notify_me == 0``, the poller had not raised it yet, so its
-timeout computation comes after the waker's publication and sees the work
-(timeout 0).  If the waker read it non-zero, it kicks the fd and the sleep
-returns.  Either way the poller does not sleep past published work.  Both
-sides are plain attribute stores and loads; CPython executes them in program
-order (the GIL, and on free-threaded builds the per-object critical sections,
-give sequentially consistent attribute access), which is all the argument
-needs.  After the wait the poller accepts the notification (clears
-``_notified`` and drains the fd if it was kicked); a kick that lands after
-the drain only causes one spurious, harmless wake-up, never a lost one.
+If the waker read ``_notify_me == 0``, the poller had not raised it yet, so
+everything the poller reads afterwards comes after the waker's stores: its
+timeout computation sees the published work (timeout 0), and for work the
+core cannot see (a flag the caller tests between polls, ``wait_while``'s
+condition) its check of ``_notified`` before sleeping makes the timeout 0.
+If the waker read it non-zero, it kicks the fd and the sleep returns.  Either
+way the poller does not sleep past published work.  After the wait the
+poller accepts the notification (clears ``_notified``, drains the fd if it
+was kicked) *before* it runs BHs, dispatches and runs timers, so work
+published after the accept is handled in this pass or seen by the next
+timeout computation; a kick that lands after the drain only causes one
+spurious, harmless wake-up, never a lost one.  ``tests/threads`` checks this
+under every single-preemption interleaving of the two sides, line by line.
+
+What the argument needs from the machine: that each side's store and later
+load are seen in program order by the other thread (the store-load ordering
+QEMU gets from ``smp_mb()``).  With the GIL this holds, as only one thread
+runs bytecode at a time and a GIL hand-off is a full barrier.  On
+free-threaded builds it rests on how CPython stores and loads instance
+attributes (stores inside the object's critical section, released by a
+sequentially consistent atomic; loads by acquire or sequentially consistent
+atomics), which gives it on x86-64 and ARMv8 but is an implementation detail,
+not a documented language guarantee.
+
+The kick itself holds ``_kick_lock``, which :meth:`close` takes to close the
+notifier: a waker preempted between reading ``_notify_me`` and writing the
+fd can then never write to a closed notifier, or to an unrelated file that
+reused its fd number.  Only the kick (a system call anyway) takes the lock.
 """
 
 from __future__ import annotations
