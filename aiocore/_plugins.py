@@ -69,6 +69,7 @@ BUILTIN_PLUGINS: Final = (
     "notifier_source",
     "timer_source",
     "socket_source",
+    "shmring_source",
 )
 BUILTIN_PACKAGE: Final = "aiocore_plugins"
 #: The entry-point group, which is also pluggy's project name.
