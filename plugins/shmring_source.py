@@ -66,6 +66,7 @@ here.
 from __future__ import annotations
 
 import mmap
+import os
 import platform
 import threading
 from collections.abc import Callable
@@ -131,6 +132,8 @@ class ShmRing:
             self._map.close()
             raise
         self._words: memoryview | None = memoryview(self._map).cast("Q")
+        #: pid of the process whose context has this ring attached (0: none).
+        self._attached_pid = 0
         self._words[_CAPACITY] = capacity
         self.capacity = capacity
         #: Eventfd writes this process made in :meth:`push` (the producer's cost).
@@ -212,7 +215,13 @@ class ShmRing:
         return bool(self._live()[_POLLING])
 
     def close(self) -> None:
-        """Release this process's mapping and eventfd.  Idempotent."""
+        """Release this process's mapping and eventfd.  Idempotent.
+
+        :raises RuntimeError: in the process that attached it, while it is
+            attached (its handler would read a released mapping): detach first.
+        """
+        if self._words is not None and self._attached_pid == os.getpid():
+            raise RuntimeError(f"{self!r} is attached to a context: detach it before closing")
         words, self._words = self._words, None
         if words is None:
             return
@@ -256,10 +265,6 @@ class RingAttachment:
                 self.wakeups += 1
                 self._on_items(values)
 
-    def _io_poll(self, notifier: EventNotifier) -> bool:
-        ring = self._ring
-        return ring is not None and ring.pending() > 0
-
     def _io_poll_ready(self, notifier: EventNotifier) -> None:
         ring = self._ring
         if ring is not None:
@@ -287,9 +292,12 @@ class RingAttachment:
         if ring is None:
             return
         self._source._made.pop(self, None)
-        if not self._ctx.closed:
-            self._ctx.set_event_notifier(ring.notifier, None)
-        ring._set_polling(False)  # kicks again: nobody polls now
+        try:
+            if not self._ctx.closed:
+                self._ctx.set_event_notifier(ring.notifier, None)
+        finally:
+            ring._attached_pid = 0
+            ring._set_polling(False)  # kicks again: nobody polls now
 
 
 class ShmRingSource:
@@ -320,11 +328,18 @@ class ShmRingSource:
         if any(a._ring is ring for a in self._made):
             raise ValueError(f"{ring!r} is already attached to this context")
         attachment = RingAttachment(self, ring, on_items)
+        words = ring._live()
+
+        def io_poll(_: object) -> bool:
+            # The busy-poll loop calls this back to back: two loads and a
+            # compare, with no attribute lookups or calls on the way.
+            return words[_HEAD] != words[_TAIL]
+
         ctx = self._ctx
         ctx.set_event_notifier(
             ring.notifier,
             attachment._io_read,
-            attachment._io_poll,
+            io_poll,
             io_poll_ready=attachment._io_poll_ready,
         )
         try:
@@ -333,6 +348,7 @@ class ShmRingSource:
             ctx.set_event_notifier(ring.notifier, None)
             raise
         self._made[attachment] = None
+        ring._attached_pid = os.getpid()
         return attachment
 
     @property

@@ -121,6 +121,8 @@ def test_detach_and_close(registry: aiocore.PluginRegistry, no_fd_leak: None) ->
         assert ctx.handler_fds() == []
         assert not r.consumer_polling  # the producer kicks again
         ctx.sources.shmring.attach(r, got.append)
+        with pytest.raises(RuntimeError, match="detach it before closing"):
+            r.close()
     # Closing the context detached it; the ring stays open.
     assert r.push(6)
     r.close()
