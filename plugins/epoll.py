@@ -32,6 +32,9 @@ from aiocore.backend import Backend, BackendSetup
 
 __all__ = ["EpollBackend"]
 
+#: errnos of epoll_create1() that describe the moment, not the system.
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
 
 class EpollBackend(Backend):
     """A backend on :func:`select.epoll`."""
@@ -45,6 +48,11 @@ class EpollBackend(Backend):
         try:
             select.epoll().close()
         except OSError as exc:
+            if exc.errno in _TRANSIENT:
+                # Out of descriptors or memory *now*: no reason to call epoll
+                # unavailable for good (the registry caches this answer).
+                # The constructor raises it as OSError when it happens again.
+                return None
             return f"epoll_create1() failed: {exc}"
         return None
 
