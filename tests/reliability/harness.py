@@ -39,9 +39,11 @@ from .specs import (
     Action,
     CallbackSpec,
     HandlerSpec,
+    Owner,
     TraceItem,
     is_socket,
     normalize,
+    resolve,
 )
 
 SNDBUF = 4096
@@ -152,7 +154,7 @@ class Harness:
         for spec in bh_specs:
             self.bh_new(spec)
         self.timers = [
-            self.ctx.timer_new_ns(Clock.VIRTUAL, self._cb(("timer", t), spec, None, ""))
+            self.ctx.timer_new_ns(Clock.VIRTUAL, self._cb(("timer", t), spec, ("timer", t), ""))
             for t, spec in enumerate(timer_specs)
         ]
         backend_obj: Any = self.ctx._backend
@@ -208,16 +210,18 @@ class Harness:
     # -- callbacks -----------------------------------------------------------
 
     def _cb(
-        self, label: TraceItem, spec: CallbackSpec, slot: int | None, kind: str
+        self, label: TraceItem, spec: CallbackSpec, owner: Owner | None, kind: str
     ) -> Callable[[object], None]:
+        action = spec.action
+
         def callback(_opaque: object) -> None:
             self.trace.append(label)
-            if spec.consume and slot is not None:
+            if spec.consume and owner is not None and owner[0] == "slot":
                 if kind == "write":
-                    self.fill(slot)
+                    self.fill(owner[1])
                 else:
-                    self.drain(slot)
-            self.perform(spec.action)
+                    self.drain(owner[1])
+            self.perform(resolve(action, owner))
 
         return callback
 
@@ -246,7 +250,7 @@ class Harness:
         gen = self.gens[slot]
 
         def cb(kind: str, c: CallbackSpec | None) -> Callable[[object], None] | None:
-            return None if c is None else self._cb((kind, slot, gen), c, slot, kind)
+            return None if c is None else self._cb((kind, slot, gen), c, ("slot", slot), kind)
 
         io_read = cb("read", spec.io_read)
         io_poll = self._io_poll(slot, gen) if spec.io_poll else None
@@ -275,7 +279,7 @@ class Harness:
 
     def bh_new(self, spec: CallbackSpec) -> None:
         k = len(self.bhs)
-        self.bhs.append(self.ctx.bh_new(self._cb(("bh", k), spec, None, "")))
+        self.bhs.append(self.ctx.bh_new(self._cb(("bh", k), spec, ("bh", k), "")))
 
     def bh_op(self, kind: str, target: int) -> None:
         k = target % len(self.bhs)
@@ -296,7 +300,7 @@ class Harness:
     def oneshot(self, spec: CallbackSpec) -> None:
         n = self.oneshots
         self.oneshots += 1
-        self.ctx.bh_schedule_oneshot(self._cb(("oneshot", n), spec, None, ""))
+        self.ctx.bh_schedule_oneshot(self._cb(("oneshot", n), spec, ("oneshot", n), ""))
 
     def timer_mod(self, t: int, delta: int, anticipate: bool = False) -> None:
         expire = clock_get_ns(Clock.VIRTUAL) + delta
@@ -340,9 +344,10 @@ class Harness:
     def poll(self, blocking: bool) -> bool:
         self.depth += 1
         try:
-            if blocking:
-                with bounded(BLOCK_LIMIT_S, "poll(True) with something ready"):
-                    return self.ctx.poll(True)
-            return self.ctx.poll(False)
+            if self.depth > 1:
+                return self.ctx.poll(blocking)
+            what = "poll(True) with something ready" if blocking else "poll(False)"
+            with bounded(BLOCK_LIMIT_S, what):
+                return self.ctx.poll(blocking)
         finally:
             self.depth -= 1

@@ -32,9 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final, Literal, TypeAlias
 
-#: Socketpair slots, then notifier slots.
-N_SOCKETS: Final = 3
-N_NOTIFIERS: Final = 2
+#: Socketpair slots, then notifier slots.  Few, so that actions meet.
+N_SOCKETS: Final = 2
+N_NOTIFIERS: Final = 1
 N_SLOTS: Final = N_SOCKETS + N_NOTIFIERS
 #: BHs made at the start of each example; ``bh_new`` adds up to MAX_BHS.
 N_BHS: Final = 3
@@ -63,12 +63,20 @@ ActionKind: TypeAlias = Literal[
 
 TraceItem: TypeAlias = tuple[object, ...]
 
+#: An action target meaning "the callback's own": its slot, BH or timer.
+SELF: Final = -1
+#: Who runs a callback: ("slot", n), ("bh", k), ("timer", t) or ("oneshot", n).
+Owner: TypeAlias = tuple[str, int]
+
+_SLOT_ACTIONS: Final = ("set_handler", "make_readable", "drain", "fill", "unfill")
+
 
 @dataclass(frozen=True)
 class Action:
     """One side effect of a callback.
 
-    *target* is a slot, a BH index (modulo the pool size) or a timer index;
+    *target* is a slot, a BH index (modulo the pool size), a timer index or
+    :data:`SELF` (see :func:`resolve`);
     *arg* the timer expiry relative to virtual "now" (ns); *handler* the new
     handler of ``set_handler`` (``None`` removes).
     """
@@ -122,3 +130,17 @@ def normalize(spec: HandlerSpec | None, slot: int) -> HandlerSpec | None:
     if not spec.io_poll and spec.io_poll_ready is not None:
         spec = replace(spec, io_poll_ready=None)
     return None if spec.empty else spec
+
+
+def resolve(action: Action, owner: Owner | None) -> Action:
+    """Replace a :data:`SELF` target by the owner's slot, BH or timer (else 0)."""
+    if action.target != SELF:
+        return action
+    if action.kind in _SLOT_ACTIONS:
+        want = "slot"
+    elif action.kind.startswith("bh_"):
+        want = "bh"
+    else:
+        want = "timer"
+    target = owner[1] if owner is not None and owner[0] == want else 0
+    return replace(action, target=target)

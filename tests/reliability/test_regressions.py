@@ -6,6 +6,8 @@ few calls that matter; it failed before its core fix and passes after.
 
 from __future__ import annotations
 
+import socket
+
 from aiocore import AioContext, Clock, clock_enable, virtual_clock_step
 
 from .harness import bounded
@@ -105,3 +107,30 @@ def test_nested_blocking_poll_does_not_sleep_past_a_rearmed_due_timer(
     b.mod_ns(5)
     ctx.poll(False)
     assert calls == ["a", "b", "a"]
+
+
+def test_readiness_gone_before_the_wait_is_not_reported(ctx: AioContext) -> None:
+    """SPEC 3: readiness is level-triggered on every backend, so a wait
+    reports what is ready *when it waits*, not what was ready earlier.
+
+    Found by ``test_differential`` (soak) on io_uring: an fd that became
+    readable while its one-shot POLL_ADD was armed and was drained again
+    before the next wait was still reported (the completion was reaped
+    without a re-check), so ``io_read`` ran with nothing to read and the
+    poll counted as progress.  poll, epoll and kqueue report nothing.
+    """
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    calls: list[object] = []
+    try:
+        ctx.set_fd_handler(a, calls.append)
+        assert ctx.poll(False) is False  # the registration's notification
+        assert ctx.poll(False) is False  # armed, nothing ready
+        b.send(b"x")
+        assert a.recv(16) == b"x"  # ready, then not, between two waits
+        assert ctx.poll(False) is False
+        assert calls == []
+    finally:
+        ctx.set_fd_handler(a, None)
+        a.close()
+        b.close()
