@@ -45,10 +45,14 @@ class EventNotifier:
         registry: PluginRegistry | None = None,
     ) -> EventNotifier:
         if cls is EventNotifier:
-            if registry is None:
-                from ._plugins import default_registry
+            from ._plugins import PluginRegistry, default_registry
 
+            if registry is None:
                 registry = default_registry()
+            elif not isinstance(registry, PluginRegistry):
+                raise TypeError(
+                    f"registry must be a PluginRegistry or None, got {type(registry).__name__}"
+                )
             cls = registry.notifier_class(kind)
         return super().__new__(cls)
 
