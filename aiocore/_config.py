@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from ._errors import ConfigError
+from ._errors import ConfigError, UnknownBackendError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -182,6 +182,25 @@ class Resolved:
     notifier: Setting
     file: ConfigFile | None
     backend_options: dict[str, Setting] = field(default_factory=dict)
+
+    def check_names(self, registry: PluginRegistry) -> None:
+        """Raise for a backend or notifier name no plugin registered.
+
+        The message starts with where the name came from (the file and key,
+        or the environment variable) unless it was an argument.
+        """
+        try:
+            registry.check_backend_names(self.backend.value)
+        except UnknownBackendError as exc:
+            if self.backend.origin.startswith("argument"):
+                raise
+            raise UnknownBackendError(f"{self.backend.origin}: {exc}") from None
+        kind = self.notifier.value
+        if kind is not None and kind not in registry.notifiers:
+            known = ", ".join(sorted(registry.notifiers)) or "(none registered)"
+            raise ConfigError(
+                f"{self.notifier.origin}: unknown notifier kind {kind!r}; known kinds: {known}"
+            )
 
     def options_for(self, registry: PluginRegistry, name: str) -> dict[str, Any]:
         """The checked options of backend *name*: defaults, then the file's values."""

@@ -138,7 +138,7 @@ class AioContext:
         if not isinstance(reg, PluginRegistry):
             raise TypeError(f"registry must be a PluginRegistry, got {type(reg).__name__}")
         cfg = resolve(backend, poll=poll_args, registry=reg)
-        reg.check_backend_names(cfg.backend.value)
+        cfg.check_names(reg)
         options = {name: cfg.options_for(reg, name) for name in reg.backends}
         notifier_cls = reg.notifier_class(cfg.notifier.value)
 
