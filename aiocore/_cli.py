@@ -269,7 +269,7 @@ COMMANDS["info"] = (
 def _load_extra_commands() -> None:
     # Commands implemented in modules that need more than the core (the
     # benchmark harness, the demos) register themselves when imported.
-    for module in ("aiocore.bench", "aiocore.demo"):
+    for module in ("aiocore.bench", "aiocore.demo", "aiocore.soak"):
         try:
             __import__(module)
         except ModuleNotFoundError as exc:
