@@ -136,8 +136,8 @@ class _Load:
             self.pairs[i][0], self._on_read, None, io_poll, i, is_external=variant == 2
         )
 
-    def _on_read(self, i: object) -> None:
-        sock = self.pairs[i][0]  # type: ignore[index]
+    def _on_read(self, i: Any) -> None:
+        sock = self.pairs[i][0]
         self.r.events += 1
         for _ in range(64):
             try:
@@ -179,12 +179,12 @@ class _Load:
         self.r.timers_armed += 1
         t.mod_ns(deadline)
 
-    def _on_timer(self, i: object) -> None:
+    def _on_timer(self, i: Any) -> None:
         self.r.timers_fired += 1
-        if clock_get_ns(Clock.REALTIME) < self.deadlines[i]:  # type: ignore[index]
+        if clock_get_ns(Clock.REALTIME) < self.deadlines[i]:
             self.r.timers_early += 1
         if not self.stop.is_set():
-            self._arm(self.timers[i])  # type: ignore[index]
+            self._arm(self.timers[i])
             if i == 0 and not self.chain.scheduled:
                 self.chain.schedule()
 
