@@ -51,8 +51,14 @@ SNDBUF = 4096
 BLOCK_LIMIT_S = 0.5
 
 
-class PollHung(AssertionError):
-    """A poll() the test expected to return at once did not."""
+class PollHung(BaseException):
+    """A poll() the test expected to return at once did not.
+
+    A ``BaseException``, not an ``Exception``: the core propagates it at once
+    (SPEC 12) instead of handing it to the exception handler, and hypothesis
+    stops on it instead of shrinking, where every attempt that reproduces a
+    hang or a livelock would cost the whole time limit (minutes in all).
+    """
 
 
 @contextlib.contextmanager
@@ -347,7 +353,11 @@ class Harness:
             if self.depth > 1:
                 return self.ctx.poll(blocking)
             what = "poll(True) with something ready" if blocking else "poll(False)"
-            with bounded(BLOCK_LIMIT_S, what):
-                return self.ctx.poll(blocking)
+            try:
+                with bounded(BLOCK_LIMIT_S, what):
+                    return self.ctx.poll(blocking)
+            except PollHung as exc:
+                n, tail = len(self.trace), self.trace[-20:]
+                raise PollHung(f"{exc}; the last of {n} trace items: {tail}") from None
         finally:
             self.depth -= 1
