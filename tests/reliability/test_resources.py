@@ -3,9 +3,9 @@
 Per backend: 10,000 create/close cycles, with the open descriptors counted
 from ``/proc/self/fd`` and the interpreter's live memory blocks from
 :func:`sys.getallocatedblocks` (a leaked object per cycle would be 10,000
-blocks); then 1,000 more under :mod:`tracemalloc`, comparing traced memory
+blocks); then 500 more under :mod:`tracemalloc`, comparing traced memory
 after a warm-up with traced memory after the cycles.  tracemalloc makes a
-cycle about ten times slower, which is why it watches a window of 1,000 and
+cycle about ten times slower, which is why it watches a window of 500 and
 not all 10,000 (that would take a minute for five backends here).  A second
 test does the same with a context that is *used* in each cycle (a handler, a
 BH, a timer, a notifier, two polls).
@@ -37,9 +37,9 @@ from tests.conformance._support import Pair
 from .harness import bounded
 
 CYCLES = 10_000
-TRACED_CYCLES = 1_000
-BUSY_CYCLES = 2_000
-BUSY_TRACED_CYCLES = 300
+TRACED_CYCLES = 500
+BUSY_CYCLES = 1_000
+BUSY_TRACED_CYCLES = 200
 WARMUP = 300
 NOISE_BYTES = 32 * 1024
 NOISE_BLOCKS = 200

@@ -14,7 +14,7 @@ from aiocore.soak import soak
 
 
 def test_short_soak_loses_nothing(backend: str, registry: PluginRegistry) -> None:
-    result = soak(backend, 0.5, registry=registry, seed=1)
+    result = soak(backend, 0.3, registry=registry, seed=1)
     counts = result.as_dict()
     assert result.ok, counts
     for key in (
