@@ -237,6 +237,9 @@ _RETRY_WAIT: Final = frozenset({errno.ETIME, errno.EINTR, errno.EAGAIN, errno.EB
 _RETRY_SUBMIT: Final = frozenset({errno.EBUSY, errno.EAGAIN, errno.EINTR})
 _REARM_ON: Final = frozenset({errno.ECANCELED, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
 _pack_sqe = SQE.pack_into
+#: errnos of io_uring_setup() that describe the moment, not the system.
+#: (ENOMEM is not one: before Linux 5.12 it means RLIMIT_MEMLOCK, a setting.)
+_TRANSIENT: Final = frozenset({errno.EMFILE, errno.ENFILE})
 
 #: What the ``multishot`` option's ``"auto"`` means: whichever mode was faster
 #: in the measurements quoted in the module docstring (one-shot).
@@ -293,6 +296,11 @@ class IoUringBackend(Backend):
             lib = _liburing.load()
             _liburing.Ring(lib, 2).close()
         except OSError as exc:
+            if exc.errno in _TRANSIENT:
+                # Out of descriptors *now* is not a property of the system
+                # (the registry caches this answer): the constructor raises
+                # it as OSError when it happens again.
+                return None
             return exc.strerror or str(exc)
         return None
 
@@ -444,15 +452,26 @@ class IoUringBackend(Backend):
                 # Interrupted, timed out, or refused: the general path decides.
                 return self._wait_general(timeout_ns, True, deadline)
         else:
+            kept: list[tuple[int, int]] = []
+            if head != cq_ktail[0]:
+                # Completions posted before this wait (during the last
+                # dispatch): re-armed, not reported, so the submit below
+                # re-checks their level (see _recheck_old).
+                kept = self._recheck_old()
+                if self._rearm:
+                    self._arm_pending()
+                head = cq_khead[0]
             if (
                 self._ru32[SQE_TAIL_INDEX] != self._sq_khead[0]
                 and self._submit_fn(self._addr) < 0
             ):
-                # Completions are already in (or this is a poll): the pending
-                # re-arms went in without waiting (still-ready fds complete
-                # inline); a refused submit is retried by _submit.
+                # Completions were already in (or this is a poll): the
+                # pending re-arms went in without waiting (still-ready fds
+                # complete inline); a refused submit is retried by _submit.
                 self._submit()
             tail = cq_ktail[0]
+            if kept:
+                self._held_merge(kept)
         # The hot loop, as in _drain_oneshot (inlined: this runs every iteration).
         events: list[tuple[int, int]] = []
         if head != tail:
@@ -574,9 +593,7 @@ class IoUringBackend(Backend):
 
     def _hold_completions(self) -> None:
         """Reap the CQ into ``_held`` (returned by the current wait), flush overflow."""
-        held = self._held
-        for fd, mask in self._drain():
-            held[fd] = held.get(fd, 0) | mask
+        self._held_merge(self._drain())
         if self._sq_kflags[0] & IORING_SQ_CQ_OVERFLOW:
             self._lib.peek_batch_cqe(self._addr, self._cqe_ptr_addr, 1)
 
@@ -645,15 +662,15 @@ class IoUringBackend(Backend):
         path already went through one round, and *deadline* (``monotonic_ns``)
         is when a finite timeout ends.
         """
+        cq_khead = self._cq_khead
+        cq_ktail = self._cq_ktail
+        if not waited and cq_ktail[0] != cq_khead[0]:
+            self._held_merge(self._recheck_old())
         if self._rearm:
             self._arm_pending()
         if self._probe:
             self._write_probes()
-        cq_khead = self._cq_khead
-        cq_ktail = self._cq_ktail
-        if not waited and (
-            timeout_ns == 0 or cq_ktail[0] != cq_khead[0] or self._held
-        ):
+        if not waited and (timeout_ns == 0 or self._held):
             if self._ru32[SQE_TAIL_INDEX] != self._sq_khead[0]:
                 self._submit()
             events = self._drain()
@@ -699,6 +716,34 @@ class IoUringBackend(Backend):
                 raise OSError(-ret, f"io_uring wait failed: {errno.errorcode.get(-ret)}")
 
     # -- completions ----------------------------------------------------------
+
+    def _recheck_old(self) -> list[tuple[int, int]]:
+        """Reap the CQEs that were posted before this wait, reporting only failures.
+
+        Readiness is level-triggered (SPEC 3): a wait reports what is ready
+        when it waits.  A CQE posted while the core was dispatching says the
+        fd *was* ready; a callback may have drained it since.  So such a
+        completion is not reported: its fd is re-armed (one-shot: the re-arm
+        SQE the drain writes anyway) or level-probed (multishot), and the
+        submission that follows re-checks it in the kernel -- a still-ready
+        fd completes inline, in the same system call, and is reported from
+        that fresh CQE.  No extra system call; the cost is one more SQE and
+        CQE per fd that became ready during a dispatch.  Failures (a closed
+        fd's ``EVENT_NVAL``, a refused poll's ``EVENT_ERR``) are final and are
+        returned for this wait to report.
+        """
+        if self._multishot:
+            events = self._drain_multishot()
+            probe = self._probe
+            return [(fd, mask) for fd, mask in events if fd not in probe]
+        dropped = self._dropped
+        return [(fd, mask) for fd, mask in self._drain_oneshot() if fd in dropped]
+
+    def _held_merge(self, events: list[tuple[int, int]]) -> None:
+        """Keep *events* for the current wait to report (merged per fd)."""
+        held = self._held
+        for fd, mask in events:
+            held[fd] = held.get(fd, 0) | mask
 
     def _drain(self) -> list[tuple[int, int]]:
         return self._drain_multishot() if self._multishot else self._drain_oneshot()

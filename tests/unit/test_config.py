@@ -48,7 +48,7 @@ def test_pyproject_tool_table(tmp_path: Path, reg: PluginRegistry) -> None:
     assert cfg.backend.value == ["poll"]
     assert "pyproject.toml: key tool.aiocore.backend" in cfg.backend.origin
     assert cfg.poll["poll_max_ns"].value == 32768
-    assert cfg.options_for(reg, "auto") == {"epoll_threshold": 8}
+    assert cfg.options_for(reg, "auto") == {"epoll_threshold": 8, "io_uring": "measured"}
     with aiocore.AioContext(registry=reg) as ctx:
         assert ctx.backend_name == "poll"
         assert ctx.poll_max_ns == 32768
@@ -209,14 +209,19 @@ def test_info_shows_origins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert main(["info", "--json"], out) == 0
     data = json.loads(out.getvalue())
     assert data["config_file"] == str(tmp_path / "pyproject.toml")
-    assert data["environment"] == {"AIOCORE_BACKEND": "epoll"}
+    # Every AIOCORE_* variable is shown (CI and the test session set others).
+    assert data["environment"]["AIOCORE_BACKEND"] == "epoll"
+    assert all(name.startswith("AIOCORE_") for name in data["environment"])
     assert data["settings"]["backend"] == {
         "value": ["epoll"],
         "origin": "environment variable AIOCORE_BACKEND",
     }
     assert data["settings"]["poll_grow"]["value"] == 4
     assert "pyproject.toml: key tool.aiocore.poll_grow" in data["settings"]["poll_grow"]["origin"]
-    assert data["backend_options"]["auto"]["values"] == {"epoll_threshold": 10}
+    assert data["backend_options"]["auto"]["values"] == {
+        "epoll_threshold": 10,
+        "io_uring": "measured",
+    }
     assert data["selection"]["selected"] == "epoll"
 
     out = io.StringIO()
