@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,6 +126,34 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     _clocks._reset_for_tests()
     yield
     _clocks._reset_for_tests()
+
+
+def pip_install(source: Path, target: Path) -> None:
+    """``pip install`` the distribution in *source* into the folder *target*.
+
+    Installs from a copy, because pip builds in the source tree (``build/``,
+    ``*.egg-info``): under ``pytest -n`` two workers may install the same
+    distribution at once, and a test run should leave the checkout as it was.
+    """
+    work = target.parent / f"{target.name}-src"
+    shutil.copytree(source, work, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-index",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "--target",
+        str(target),
+        str(work),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"pip failed to install {source}:\n{proc.stdout}\n{proc.stderr}"
+    assert list(target.glob("*.dist-info")), f"{source} installed no metadata into {target}"
 
 
 def open_fds() -> set[int]:

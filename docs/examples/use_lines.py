@@ -1,7 +1,8 @@
 import os
 
-import aiocore
 import aiocore_lines
+
+import aiocore
 
 registry = aiocore.PluginRegistry(plugins=[("lines", aiocore_lines)])
 r, w = os.pipe()

@@ -1,5 +1,6 @@
-import aiocore
 import aiocore_socknotify
+
+import aiocore
 
 registry = aiocore.PluginRegistry(plugins=[("socknotify", aiocore_socknotify)])
 

@@ -433,10 +433,12 @@ def test_signals_do_not_shorten_a_timed_wait(
     try:
         if with_fd:
             ctx.set_fd_handler(pair.a, _noop)
+        # Timed from before arming: the deadline is whole milliseconds of
+        # REALTIME, up to 1 ms earlier than 200 ms after this instant.
+        start = time.monotonic()
         fired = _realtime_timer(ctx, 200)
         ctx.poll(False)
         spy = WaitSpy(ctx)
-        start = time.monotonic()
         polls = 0
         try:
             while not fired and polls < 50 and time.monotonic() - start < 5:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from aiocore import AioContext, PluginRegistry
+from tests.conftest import pip_install
 
 from ._helpers import run_until
 
@@ -33,22 +34,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def inotify_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("aiocore-inotify")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--no-index",
-        "--no-build-isolation",
-        "--disable-pip-version-check",
-        "--target",
-        str(target),
-        str(EXAMPLE),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"pip failed to install {EXAMPLE}:\n{proc.stdout}\n{proc.stderr}"
+    pip_install(EXAMPLE, target)
     assert list(target.glob("aiocore_inotify-*.dist-info")), "no metadata installed"
     return target
 

@@ -22,28 +22,13 @@ import pytest
 
 import aiocore
 from aiocore import PluginError, PluginRegistry, PluginWarning, UnknownBackendError
+from tests.conftest import pip_install
 
 DISTS = Path(__file__).resolve().parent.parent / "plugin_dists"
 
 
 def _pip_install(dist: str, target: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--no-index",
-        "--no-build-isolation",
-        "--disable-pip-version-check",
-        "--target",
-        str(target),
-        str(DISTS / dist),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"pip failed to install {dist}:\n{proc.stdout}\n{proc.stderr}"
-    assert list(target.glob("*.dist-info")), f"{dist} installed no metadata into {target}"
+    pip_install(DISTS / dist, target)
 
 
 @pytest.fixture(scope="session")

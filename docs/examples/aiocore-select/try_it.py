@@ -1,7 +1,8 @@
 import socket
 
-import aiocore
 import aiocore_select
+
+import aiocore
 
 registry = aiocore.PluginRegistry(plugins=[("select", aiocore_select)])
 a, b = socket.socketpair()

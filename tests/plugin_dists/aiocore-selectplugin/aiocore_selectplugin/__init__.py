@@ -23,7 +23,9 @@ class SelectBackend(Backend):
     """select(2): limited to FD_SETSIZE, but everywhere."""
 
     name = "select"
-    options: ClassVar[Mapping[str, Option]] = {"max_fd": Option(int, 1023, "highest fd select(2) accepts", minimum=1)}
+    options: ClassVar[Mapping[str, Option]] = {
+        "max_fd": Option(int, 1023, "highest fd select(2) accepts", minimum=1),
+    }
 
     def __init__(self, setup: Any) -> None:
         super().__init__(setup)
