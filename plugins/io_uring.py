@@ -16,6 +16,23 @@ re-armed POLL_ADD on a still-ready fd completes immediately, which is what
 makes the backend level-triggered like epoll: an fd that stays readable is
 reported by every :meth:`~IoUringBackend.wait`.
 
+**A completion is history; a wait reports the present.**  A CQE says the
+file was ready when the kernel posted it.  A CQE posted while the core was
+dispatching (typically: a handler wrote to the peer of another watched fd)
+may be stale by the next wait, because a callback may have drained the fd in
+between; reporting it would call ``io_read`` with nothing to read, which
+poll and epoll never do (they check the level when they wait).  So a wait
+first takes the CQEs already in the ring when it starts, reports none of
+them, and writes their re-arm SQEs instead; the ``io_uring_enter`` that
+follows (the one the wait makes anyway) issues those re-arms, and a fd that
+is still ready completes inline, in that same call, with a fresh CQE that is
+reported.  Only CQEs posted during the wait itself are reported as they
+are.  The price is one SQE and one CQE more per fd that became ready during
+a dispatch -- no extra system call.  Measured on the socketpair ping-pong
+through one context, where every completion arrives during a dispatch:
+io_uring/epoll went from 0.58 to 0.45 (``aiocore bench``, medians of 9, same
+run for both), which keeps ``auto`` on epoll here.
+
 **Multishot** (``IORING_POLL_ADD_MULTI`` in ``sqe->len``, Linux 5.13+) keeps
 the request armed and posts a CQE flagged ``IORING_CQE_F_MORE`` for each
 *wake-up* of the file: it is edge-triggered, and never repeats a readiness
@@ -736,8 +753,48 @@ class IoUringBackend(Backend):
             events = self._drain_multishot()
             probe = self._probe
             return [(fd, mask) for fd, mask in events if fd not in probe]
+        # One-shot: the hot loop of _drain_oneshot without the report (this
+        # runs every iteration where a handler made another fd ready).
+        cq_khead = self._cq_khead
+        head = cq_khead[0]
+        tail = self._cq_ktail[0]
+        live = self._live
+        u64 = self._cqe_u64
+        s32 = self._cqe_s32
+        cq_mask = self._cq_mask
+        ru32 = self._ru32
+        sqes = self._sqes
+        sq_mask = self._sq_mask
+        stail = ru32[SQE_TAIL_INDEX]
+        room = self._sq_entries - ((stail - self._sq_khead[0]) & _U32)
+        failed: list[tuple[int, int]] = []
+        while head != tail:
+            slot = head & cq_mask
+            head = (head + 1) & _U32
+            tag = u64[slot << 1]
+            fd = tag & _FD_MASK
+            if live.get(fd) != tag:
+                continue
+            res = s32[(slot << 2) | 2]
+            if res > 0 and room and not tag & _PARK and res & _REPORTABLE:
+                _pack_sqe(sqes, (stail & sq_mask) << 6, IORING_OP_POLL_ADD, 0, 0, fd, 0, 0,
+                          0, (tag >> _EV_SHIFT) & _EV_MASK, tag, 0, 0, 0, 0, 0)
+                stail = (stail + 1) & _U32
+                room -= 1
+                continue
+            ru32[SQE_TAIL_INDEX] = stail
+            cq_khead[0] = head
+            self._cqe_slow(fd, tag, res, slot, failed)
+            head = cq_khead[0]
+            tail = self._cq_ktail[0]
+            stail = ru32[SQE_TAIL_INDEX]
+            room = self._sq_entries - ((stail - self._sq_khead[0]) & _U32)
+        ru32[SQE_TAIL_INDEX] = stail
+        cq_khead[0] = head
+        if not failed:
+            return failed
         dropped = self._dropped
-        return [(fd, mask) for fd, mask in self._drain_oneshot() if fd in dropped]
+        return [(fd, mask) for fd, mask in failed if fd in dropped]
 
     def _held_merge(self, events: list[tuple[int, int]]) -> None:
         """Keep *events* for the current wait to report (merged per fd)."""
