@@ -172,7 +172,7 @@ class AioContext:
         )
 
         self._backend: Backend = reg.open_backend(
-            cfg.backend.value, options.__getitem__, self._log_backend
+            cfg.backend.value, options.__getitem__, self._log_backend, self._note_backend
         )
         self._need_wait: Callable[[], bool] | None = None
         self._backend_changed()
@@ -290,6 +290,9 @@ class AioContext:
 
     def _log_backend(self, message: str) -> None:
         log.warning("%r: %s", self, message)
+
+    def _note_backend(self, message: str) -> None:
+        log.info("%r: %s", self, message)
 
     # -- exception handling (SPEC 12) ---------------------------------------
 
@@ -728,7 +731,8 @@ class AioContext:
         backend.maintain()
         self._backend_changed()
         if backend.name != before:
-            log.info("%r: backend switched from %s to %s", self, before, backend.name)
+            # The backend notes why (auto: the fd count); this is the trace.
+            log.debug("%r: backend switched from %s to %s", self, before, backend.name)
 
     def _backend_changed(self) -> None:
         # Cache whether need_wait() is worth a call per poll(): the base

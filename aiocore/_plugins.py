@@ -377,8 +377,12 @@ class PluginRegistry:
         names: Sequence[str],
         options: Callable[[str], Mapping[str, Any]],
         log_to: Callable[[str], None],
+        info_to: Callable[[str], None] | None = None,
     ) -> Backend:
         """Create the first available backend of *names*.
+
+        *log_to* receives the backend's warnings, *info_to* (default:
+        *log_to*) its routine notes (:class:`~aiocore.backend.BackendSetup`).
 
         Raises :class:`UnknownBackendError` for an unregistered name and
         :class:`BackendUnavailable` (with every reason) if none can run.
@@ -395,8 +399,9 @@ class PluginRegistry:
             opts = options(name)
             setup = BackendSetup(
                 options=opts,
-                open=lambda other: self.open_backend([other], options, log_to),
+                open=lambda other: self.open_backend([other], options, log_to, info_to),
                 log=log_to,
+                info=info_to,
             )
             return self.backends[name].cls(setup)
         detail = "; ".join(f"{n}: {r}" for n, r in reasons.items())

@@ -126,12 +126,21 @@ class BackendSetup:
     :attr:`Backend.options`, defaults filled in and values checked.
     ``open`` creates another registered backend by name (with its own
     configured options); composite backends such as ``auto`` use it so they
-    never import a sibling plugin.  ``log`` is the context's logger.
+    never import a sibling plugin.  ``log`` is the context's logger for what
+    a user should act on (a fallback for good, a kernel refusing a feature:
+    logged as warnings); ``info`` is for normal events worth a trace (``auto``
+    upgrading at its threshold), so a server with many contexts is not told
+    to worry about them.  ``info`` defaults to ``log``.
     """
 
     options: Mapping[str, Any]
     open: Callable[[str], Backend]
     log: Callable[[str], None]
+    info: Callable[[str], None] | None = None
+
+    def note(self, message: str) -> None:
+        """Log *message* through ``info`` (or ``log`` when there is none)."""
+        (self.info or self.log)(message)
 
 
 class Backend(abc.ABC):

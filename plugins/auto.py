@@ -162,7 +162,8 @@ class AutoBackend(Backend):
         self._adopt(epoll)
         old.close()
         self.upgrades += 1
-        log(f"auto: upgraded from poll to epoll at {len(self._masks)} fds")
+        # Routine (QEMU does it silently): info, not a warning.
+        self.setup.note(f"auto: upgraded from poll to epoll at {len(self._masks)} fds")
 
     def _fall_back(self, why: str) -> None:
         poll = self.setup.open("poll")

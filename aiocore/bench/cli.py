@@ -92,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _LogCapture(logging.Handler):
-    """Collects what aiocore logs during the run (auto's upgrades, warnings).
+    """Collects what aiocore logs during the run (auto's upgrades at INFO, warnings).
 
     Printed as it happens, a backend switch in the middle of the progress bar
     is noise; dropped, a warning would be a hidden fact.  So the messages are
@@ -103,7 +103,7 @@ class _LogCapture(logging.Handler):
     _REPR = re.compile(r"<AioContext [^>]*>: ")
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -124,11 +124,15 @@ class _LogCapture(logging.Handler):
 def _captured_log() -> Iterator[_LogCapture]:
     handler = _LogCapture()
     logger = logging.getLogger("aiocore")
+    level = logger.level
+    if not level or level > logging.INFO:
+        logger.setLevel(logging.INFO)  # auto's upgrades are INFO records
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _err(msg: str) -> int:
