@@ -131,6 +131,22 @@ def test_default_threshold_is_64_fds(auto_ctx: AioContext, notifiers: Notifiers)
     assert ctx.backend_name == "epoll"
 
 
+def test_the_upgrade_is_logged_as_info_not_as_a_warning(
+    auto_ctx: AioContext, notifiers: Notifiers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade at the threshold is routine: one INFO record with the fd
+    count, no warning (a server opening many contexts must not be told to
+    worry).  Warnings are for a fallback for good."""
+    caplog.set_level(logging.DEBUG, logger="aiocore")
+    notifiers.add(70)
+    auto_ctx.poll(False)
+    assert auto_ctx.backend_name == "epoll"
+    upgrades = [r for r in caplog.records if "upgraded from poll to epoll" in r.getMessage()]
+    assert [r.levelno for r in upgrades] == [logging.INFO]
+    assert "at 71 fds" in upgrades[0].getMessage()  # 70 + the context's notifier
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_upgrade_only_at_the_outermost_level(
     auto_ctx: AioContext, notifiers: Notifiers
 ) -> None:
