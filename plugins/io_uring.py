@@ -30,8 +30,9 @@ reported.  Only CQEs posted during the wait itself are reported as they
 are.  The price is one SQE and one CQE more per fd that became ready during
 a dispatch -- no extra system call.  Measured on the socketpair ping-pong
 through one context, where every completion arrives during a dispatch:
-io_uring/epoll went from 0.58 to 0.45 (``aiocore bench``, medians of 9, same
-run for both), which keeps ``auto`` on epoll here.
+io_uring/epoll was 0.58 in the last ``aiocore bench`` run before the
+re-check and 0.45-0.46 in the runs after it (each ratio from one run,
+medians of 5-9), which keeps ``auto`` on epoll here.
 
 **Multishot** (``IORING_POLL_ADD_MULTI`` in ``sqe->len``, Linux 5.13+) keeps
 the request armed and posts a CQE flagged ``IORING_CQE_F_MORE`` for each
