@@ -754,48 +754,9 @@ class IoUringBackend(Backend):
             events = self._drain_multishot()
             probe = self._probe
             return [(fd, mask) for fd, mask in events if fd not in probe]
-        # One-shot: the hot loop of _drain_oneshot without the report (this
-        # runs every iteration where a handler made another fd ready).
-        cq_khead = self._cq_khead
-        head = cq_khead[0]
-        tail = self._cq_ktail[0]
-        live = self._live
-        u64 = self._cqe_u64
-        s32 = self._cqe_s32
-        cq_mask = self._cq_mask
-        ru32 = self._ru32
-        sqes = self._sqes
-        sq_mask = self._sq_mask
-        stail = ru32[SQE_TAIL_INDEX]
-        room = self._sq_entries - ((stail - self._sq_khead[0]) & _U32)
-        failed: list[tuple[int, int]] = []
-        while head != tail:
-            slot = head & cq_mask
-            head = (head + 1) & _U32
-            tag = u64[slot << 1]
-            fd = tag & _FD_MASK
-            if live.get(fd) != tag:
-                continue
-            res = s32[(slot << 2) | 2]
-            if res > 0 and room and not tag & _PARK and res & _REPORTABLE:
-                _pack_sqe(sqes, (stail & sq_mask) << 6, IORING_OP_POLL_ADD, 0, 0, fd, 0, 0,
-                          0, (tag >> _EV_SHIFT) & _EV_MASK, tag, 0, 0, 0, 0, 0)
-                stail = (stail + 1) & _U32
-                room -= 1
-                continue
-            ru32[SQE_TAIL_INDEX] = stail
-            cq_khead[0] = head
-            self._cqe_slow(fd, tag, res, slot, failed)
-            head = cq_khead[0]
-            tail = self._cq_ktail[0]
-            stail = ru32[SQE_TAIL_INDEX]
-            room = self._sq_entries - ((stail - self._sq_khead[0]) & _U32)
-        ru32[SQE_TAIL_INDEX] = stail
-        cq_khead[0] = head
-        if not failed:
-            return failed
+        # One-shot: the drain writes every re-arm SQE; keep only failures.
         dropped = self._dropped
-        return [(fd, mask) for fd, mask in failed if fd in dropped]
+        return [(fd, mask) for fd, mask in self._drain_oneshot(False) if fd in dropped]
 
     def _held_merge(self, events: list[tuple[int, int]]) -> None:
         """Keep *events* for the current wait to report (merged per fd)."""
@@ -806,8 +767,11 @@ class IoUringBackend(Backend):
     def _drain(self) -> list[tuple[int, int]]:
         return self._drain_multishot() if self._multishot else self._drain_oneshot()
 
-    def _drain_oneshot(self) -> list[tuple[int, int]]:
+    def _drain_oneshot(self, report: bool = True) -> list[tuple[int, int]]:
         """Turn the CQEs into ``(fd, mask)`` reports and re-arm each reported fd in place.
+
+        With *report* false (:meth:`_recheck_old`) a ready fd is re-armed
+        and not reported; the slow path's events are still returned.
 
         The hot loop of one-shot mode: memoryview reads, one dict lookup and
         one ``pack_into`` per CQE, no ``ctypes`` call.  The re-arm SQE reuses
@@ -843,7 +807,8 @@ class IoUringBackend(Backend):
             if res > 0 and room and not tag & _PARK:
                 ready = res & _REPORTABLE
                 if ready:
-                    events.append((fd, ready))
+                    if report:
+                        events.append((fd, ready))
                     _pack_sqe(sqes, (stail & sq_mask) << 6, IORING_OP_POLL_ADD, 0, 0, fd, 0, 0,
                               0, (tag >> _EV_SHIFT) & _EV_MASK, tag, 0, 0, 0, 0, 0)
                     stail = (stail + 1) & _U32
