@@ -42,6 +42,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -257,7 +258,12 @@ def _fork_writer(shared: Shared, n: int, gap_ns: int, send: Callable[[int, int],
     do not lock to the loop's phase; with a 1 ns timer slack), then exits.
     It must never return into the parent's code.
     """
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when a multi-threaded process forks (a child
+        # could meet a lock another thread held).  This child only sleeps,
+        # writes the shared mapping and the eventfd, and os._exit()s.
+        warnings.filterwarnings("ignore", r"This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
     if pid:
         return pid
     status = 1

@@ -156,6 +156,20 @@ def pip_install(source: Path, target: Path) -> None:
     assert list(target.glob("*.dist-info")), f"{source} installed no metadata into {target}"
 
 
+def fork() -> int:
+    """``os.fork()`` without Python 3.12's warning about a multi-threaded parent.
+
+    The warning is about a child that goes on to use locks another thread
+    held at the fork (logging, imports, malloc in C code).  The children the
+    tests fork only sleep, write to an fd or a shared mapping and
+    ``os._exit()``; under ``pytest -n`` the parent always has threads
+    (execnet's), so the warning would say nothing about these tests.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"This process .* is multi-threaded", DeprecationWarning)
+        return os.fork()
+
+
 def open_fds() -> set[int]:
     """The fds this process has open now.
 

@@ -16,6 +16,7 @@ import pytest
 from aiocore_plugins.notifier_source import WAKE_BYTES, Wakeup, wake
 
 from aiocore import AioContext
+from tests.conftest import fork
 
 from ._helpers import poll_for, run_until
 
@@ -89,7 +90,7 @@ def test_woken_from_a_forked_child(no_fd_leak: None, ctx: AioContext, kind: str)
     w = ctx.sources.notifier.new(lambda: calls.append(1), kind=kind)
     ctx.poll(False)
     fd = w.write_fileno()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # pragma: no cover - the child
         try:
             time.sleep(0.05)

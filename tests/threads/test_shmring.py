@@ -13,6 +13,7 @@ from aiocore_plugins.shmring_source import ShmRing, shmring_unavailable_reason
 
 import aiocore
 from aiocore import AioContext
+from tests.conftest import fork
 
 from ._support import Watchdog, join_all
 
@@ -173,7 +174,7 @@ def test_process_producer_no_lost_kick(registry: aiocore.PluginRegistry) -> None
     ctx = _plain(registry, 32768)
     attachment = ctx.sources.shmring.attach(r, got.extend)
     ctx.poll(False)
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the producer: must never return into pytest
         status = 1
         try:
