@@ -55,6 +55,7 @@ picks one explicitly, which is how both are tested on Linux.
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import ctypes.util
 import errno
@@ -219,7 +220,7 @@ def _clock_now(clockid: int) -> int:
     return time.clock_gettime_ns(clockid)
 
 
-class TimerHandle:
+class TimerHandle(abc.ABC):
     """A timer made by :class:`TimerSource`; cancel it with :meth:`cancel`.
 
     Read-only attributes: :attr:`clock` (name), :attr:`interval_ns` (0 for a
@@ -277,9 +278,9 @@ class TimerHandle:
             self._stop()
         self._callback(count - 1)
 
+    @abc.abstractmethod
     def remaining_ns(self) -> int | None:
         """Nanoseconds until the next expiry (0 if due now), ``None`` if inactive."""
-        raise NotImplementedError
 
     def cancel(self) -> None:
         """Stop the timer and release what it holds; the callback never runs again.
@@ -288,8 +289,9 @@ class TimerHandle:
         """
         self._stop()
 
+    @abc.abstractmethod
     def _stop(self) -> None:
-        raise NotImplementedError
+        """Release the mechanism's resources (timerfd handler, core timer)."""
 
 
 class _TimerfdHandle(TimerHandle):
