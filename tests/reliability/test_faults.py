@@ -63,16 +63,17 @@ def _noop(_opaque: object) -> None:
 def _realtime_timer(ctx: AioContext, ms: int) -> list[int]:
     """Arm a REALTIME timer *ms* from now; the returned list fills when it fires."""
     fired: list[int] = []
-    t = ctx.timer_new_ms(Clock.REALTIME, lambda _o: fired.append(1))
-    t.mod(clock_get_ns(Clock.REALTIME) // MS + ms)
+    t = ctx.timer_new_ns(Clock.REALTIME, lambda _o: fired.append(1))
+    # In ns: a millisecond deadline would truncate "now" and fire up to 1 ms early.
+    t.mod_ns(clock_get_ns(Clock.REALTIME) + ms * MS)
     return fired
 
 
 def assert_sleeps_and_wakes(ctx: AioContext) -> None:
     """A blocking poll sleeps until a 30 ms timer, in at most two polls."""
+    start = time.monotonic()  # before arming: the timer is due 30 ms after this
     fired = _realtime_timer(ctx, 30)
     ctx.poll(False)
-    start = time.monotonic()
     polls = 0
     with bounded(2.0, "poll(True) until a 30 ms timer"):
         while not fired and polls < 10:
@@ -433,9 +434,7 @@ def test_signals_do_not_shorten_a_timed_wait(
     try:
         if with_fd:
             ctx.set_fd_handler(pair.a, _noop)
-        # Timed from before arming: the deadline is whole milliseconds of
-        # REALTIME, up to 1 ms earlier than 200 ms after this instant.
-        start = time.monotonic()
+        start = time.monotonic()  # before arming: due 200 ms after this
         fired = _realtime_timer(ctx, 200)
         ctx.poll(False)
         spy = WaitSpy(ctx)
