@@ -373,14 +373,18 @@ class SourceConformance:
     registers_fds: ClassVar[bool] = True
 
     def make_handle(self, source: Any, tmp_path: Path) -> Any:
-        """Make one object on *source* that owns fds; override this."""
-        raise NotImplementedError(f"{type(self).__name__} must implement make_handle()")
+        """Make one object on *source* that owns fds; override this.
+
+        Not overriding it is a misconfigured test class, reported like a
+        missing ``source_name``: as a test failure that says what to do.
+        """
+        pytest.fail(f"{type(self).__name__} must implement make_handle()")
 
     def close_handle(self, handle: Any) -> None:
         """Release *handle*: ``close()`` or ``cancel()`` by default."""
         closer = getattr(handle, "close", None) or getattr(handle, "cancel", None)
         if closer is None:
-            raise NotImplementedError(
+            pytest.fail(
                 f"{type(self).__name__}: {handle!r} has neither close() nor cancel(); "
                 "override close_handle()"
             )
