@@ -84,6 +84,21 @@ def assert_sleeps_and_wakes(ctx: AioContext) -> None:
     assert polls <= 2, f"{polls} blocking polls for one 30 ms timer: a busy loop"
 
 
+def assert_woken_from_another_thread(ctx: AioContext) -> None:
+    """A blocking poll is woken by a BH another thread schedules 50 ms later."""
+    ran: list[int] = []
+    bh = ctx.bh_new(lambda _o: ran.append(1))
+    timer = threading.Timer(0.05, bh.schedule)
+    timer.start()
+    try:
+        with bounded(3.0, "poll(True) woken by another thread"):
+            assert ctx.poll(True) is True
+        assert ran == [1]
+    finally:
+        timer.join(3.0)
+        bh.delete()
+
+
 # -- fds closed while registered -------------------------------------------------------
 
 
@@ -518,12 +533,7 @@ def test_a_raising_signal_handler_propagates_and_leaves_the_context_usable(
         assert ctx.poll(False) is True
         assert_sleeps_and_wakes(ctx)
         # notify_me was withdrawn: a notify from another thread still wakes.
-        ran: list[int] = []
-        bh = ctx.bh_new(lambda _o: ran.append(1))
-        threading.Timer(0.05, bh.schedule).start()
-        with bounded(3.0, "poll(True) woken by another thread"):
-            assert ctx.poll(True) is True
-        assert ran == [1]
+        assert_woken_from_another_thread(ctx)
     finally:
         ctx.set_fd_handler(pair.a, None)
         pair.close()
@@ -786,12 +796,7 @@ def test_backend_wait_raising(
         assert fired == [1]
         assert_sleeps_and_wakes(ctx)
         # A wake-up from another thread still works: notify_me is consistent.
-        ran: list[int] = []
-        bh = ctx.bh_new(lambda _o: ran.append(1))
-        threading.Timer(0.05, bh.schedule).start()
-        with bounded(3.0, "poll(True) woken by another thread"):
-            assert ctx.poll(True) is True
-        assert ran == [1]
+        assert_woken_from_another_thread(ctx)
     finally:
         FaultyBackend.faults.clear()
         ctx.set_fd_handler(pair.a, None)
