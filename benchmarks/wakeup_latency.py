@@ -251,12 +251,23 @@ class Shared:
         self.map.close()
 
 
-def _fork_writer(shared: Shared, n: int, gap_ns: int, send: Callable[[int, int], None]) -> int:
-    """Fork a child that calls ``send(i, timestamp)`` every ~gap_ns; return its pid.
+def _fork_writer(
+    shared: Shared,
+    n: int,
+    gap_ns: int,
+    send: Callable[[int], object],
+    finish: Callable[[], object] | None = None,
+) -> int:
+    """Fork a child that calls ``send(timestamp)`` every ~gap_ns; return its pid.
 
     It waits for the go flag, sleeps each gap (jittered by +-25 % so arrivals
-    do not lock to the loop's phase; with a 1 ns timer slack), then exits.
-    It must never return into the parent's code.
+    do not lock to the loop's phase; with a 1 ns timer slack), calls
+    *finish* after the last message, then exits.  ``send`` returning
+    ``False`` means "full, try again" (with the same stamp: the wait counts).
+    Between the stamp and the send there is nothing but the call, the same
+    for every contender: a writer that has slept runs cold, and every
+    operation there is in the measured latency.  It must never return into
+    the parent's code.
     """
     with warnings.catch_warnings():
         # Python 3.12+ warns when a multi-threaded process forks (a child
@@ -279,7 +290,7 @@ def _fork_writer(shared: Shared, n: int, gap_ns: int, send: Callable[[int, int],
             os.sched_setaffinity(0, {WAKER_CPU})
         rng = random.Random(1)
         t_next = monotonic_ns() + gap_ns
-        for i in range(n):
+        for _ in range(n):
             t_next += int(gap_ns * (0.75 + 0.5 * rng.random()))
             # Sleep, never spin: a spinning writer would take a CPU from the
             # loop on a small machine.  The timestamp is taken after the
@@ -287,7 +298,11 @@ def _fork_writer(shared: Shared, n: int, gap_ns: int, send: Callable[[int, int],
             ahead = t_next - monotonic_ns()
             if ahead > 0:
                 time.sleep(ahead / 1e9)
-            send(i, monotonic_ns())
+            ts = monotonic_ns()
+            while send(ts) is False:
+                pass
+        if finish is not None:
+            finish()
         status = 0
     finally:
         os._exit(status)
@@ -375,12 +390,15 @@ def _reap(pid: int) -> None:
     raise RuntimeError("writer process did not exit")
 
 
-def _log_sender(shared: Shared, efd: int | None) -> Callable[[int, int], None]:
+def _log_sender(shared: Shared, efd: int | None) -> Callable[[int], None]:
     words = shared.words
+    sent = 0  # the child's own count: reading _COUNT would fetch the reader's line
 
-    def send(i: int, ts: int) -> None:
-        words[_LOG + i] = ts
-        words[_COUNT] = i + 1
+    def send(ts: int) -> None:
+        nonlocal sent
+        words[_LOG + sent] = ts
+        sent += 1
+        words[_COUNT] = sent
         if efd is not None:
             os.eventfd_write(efd, 1)
             words[_KICKS] += 1
@@ -563,12 +581,14 @@ def aiocore_shmring_process(gap_ns: int, poll_max_ns: int) -> Callable[[int], Ru
         ring = ShmRing(capacity=4096)
         words = shared.words
 
-        def send(i: int, ts: int) -> None:
-            while not ring.push(ts):  # full: the reader is far behind
-                pass
+        # The producing end, made before fork(): the child pushes, the
+        # parent never does.  push() returns False when full: retried.
+        producer = ring.producer()
+
+        def finish() -> None:
             words[_KICKS] = ring.kicks
 
-        pid = _fork_writer(shared, n, gap_ns, send)
+        pid = _fork_writer(shared, n, gap_ns, producer.push, finish)
         lat: list[int] = []
 
         def on_items(values: list[int]) -> None:
@@ -583,10 +603,10 @@ def aiocore_shmring_process(gap_ns: int, poll_max_ns: int) -> Callable[[int], Ru
                 words[_GO] = 1
                 _guarded_poll(ctx, lambda: len(lat) >= n)
                 cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
-                kicks = words[_KICKS]
                 attachment.detach()
         finally:
-            _reap(pid)
+            _reap(pid)  # first: the child stores its kick count in finish()
+            kicks = words[_KICKS]
             ring.close()
             shared.close()
         if len(lat) < n:

@@ -15,6 +15,7 @@ non-blocking poll where every handler has ``io_poll`` makes no system call.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -595,3 +596,78 @@ def test_nothing_due_polls_for_the_whole_window(
     assert ctx.poll(True) is True
     assert h.hooks == ["begin"]
     assert h.polls == start + 5
+
+
+def _grow_window_to(ctx: AioContext, h: PollHandler, max_ns: int) -> None:
+    """Grow poll_ns to *max_ns* (grow factor 2500: 0 -> 4000 ns -> 10 ms -> capped)."""
+    ctx.set_poll_params(max_ns, 2500, 0)
+    for delay in (0.0002, 0.0002, 0.02):  # each block longer than the window: grows
+        h.delay_s = delay
+        ctx.poll(False)
+    h.delay_s = 0.0
+    assert ctx.poll_ns == max_ns
+
+
+def test_io_poll_raising_in_the_busy_loop_is_reported_and_polling_goes_on(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """One pollable handler gets the busy loop's fast round; an exception from
+    its io_poll goes to the exception handler and the window goes on."""
+    h = handlers()
+    _grow_window_to(ctx, h, 10**10)
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _ctx, exc: errors.append(exc))
+    start = h.polls
+
+    def result() -> bool:
+        if h.polls == start + 3:
+            raise ValueError("io_poll boom")
+        return h.polls >= start + 6
+
+    h.result = result
+    assert ctx.poll(True) is True
+    assert [str(e) for e in errors] == ["io_poll boom"]
+    assert h.polls == start + 6
+    assert h.hooks == ["begin"]
+    assert "read" not in h.rec.names()  # a hit without io_poll_ready runs no io_read
+
+
+def test_handler_changes_from_another_thread_end_the_busy_loop(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """While the loop spins on one handler (a 10 s window), another thread
+    holding ``acquire()`` adds a handler without io_poll: busy polling must
+    stop (poll mode is no longer allowed) and the new fd's readiness be
+    dispatched by a backend wait, long before the window would end."""
+    h = handlers()
+    _grow_window_to(ctx, h, 10**10)
+    r, w = make_pipe()
+    got: list[bytes] = []
+
+    def other_thread() -> None:
+        time.sleep(0.05)
+        ctx.acquire()
+        try:
+            ctx.set_fd_handler(r, lambda _o: got.append(os.read(r, 16)))
+        finally:
+            ctx.release()
+        os.write(w, b"x")
+
+    t = threading.Thread(target=other_thread)
+    guard = Guard(ctx, 5000)  # bounds the waits if the dispatch never came
+    ctx.poll(False)  # takes the guard's notify
+    start = time.monotonic()
+    t.start()
+    try:
+        while not got and not guard.fired:
+            ctx.poll(True)
+    finally:
+        t.join(5)
+        guard.cancel()
+        ctx.set_fd_handler(r, None)
+        os.close(r)
+        os.close(w)
+    assert got == [b"x"]
+    assert time.monotonic() - start < 5  # not a 10 s busy window
+    ctx.poll(False)
+    assert h.hooks == ["begin", "end"]  # poll mode ended: a handler without io_poll forbids it

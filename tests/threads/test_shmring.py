@@ -74,6 +74,66 @@ def test_bad_values_change_nothing(
     assert ring.pending() == 0 and ring.kicks == 0
 
 
+def test_producer_push_full_wrap_and_kicks(ring: ShmRing) -> None:
+    producer = ring.producer()
+    assert repr(producer).startswith("<RingProducer head=0 of <ShmRing capacity=8")
+    for base in range(0, 40, 8):
+        assert all(producer.push(base + i) for i in range(8))
+        assert not producer.push(999)  # full: refreshes its tail, still full
+        assert ring.take() == list(range(base, base + 8))
+    # It kicked for every value (nobody polls) and counts on the ring.
+    assert ring.kicks == 40 and ring.notifier.test_and_clear()
+    ring._set_polling(True)
+    assert producer.push(1) and ring.kicks == 40
+
+
+@pytest.mark.parametrize(
+    ("value", "exc", "match"),
+    [
+        (-1, ValueError, "value must be in 0"),
+        (2**64, ValueError, "value must be in 0"),
+        (1.0, TypeError, "value must be an int"),
+        (True, TypeError, "value must be an int"),
+        ("1", TypeError, "value must be an int"),
+    ],
+)
+def test_producer_bad_values_change_nothing(
+    ring: ShmRing, value: object, exc: type[Exception], match: str
+) -> None:
+    producer = ring.producer()
+    assert producer.push(7)
+    with pytest.raises(exc, match=match):
+        producer.push(value)  # type: ignore[arg-type]
+    assert ring.pending() == 1 and ring.kicks == 1
+    assert producer.push(8) and ring.take() == [7, 8]
+
+
+def test_producer_hand_over(ring: ShmRing) -> None:
+    """push() reads head each time, so it may follow a producer; a new
+    producer starts from the head it finds."""
+    first = ring.producer()
+    assert first.push(1) and first.push(2)
+    assert ring.push(3)  # reads the head the producer moved
+    second = ring.producer()
+    assert second.push(4)
+    assert ring.take() == [1, 2, 3, 4]
+    # A producer that saw a full ring re-reads tail once it is drained.
+    assert all(second.push(i) for i in range(8)) and not second.push(9)
+    assert len(ring.take()) == 8
+    assert second.push(9) and ring.take() == [9]
+
+
+def test_producer_of_a_closed_ring(no_fd_leak: None) -> None:
+    r = ShmRing(capacity=4)
+    producer = r.producer()
+    assert producer.push(1)
+    r.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        producer.push(2)
+    with pytest.raises(RuntimeError, match="closed"):
+        r.producer()
+
+
 def test_bad_capacity() -> None:
     with pytest.raises(TypeError, match="capacity must be an int"):
         ShmRing(capacity="8")  # type: ignore[arg-type]
@@ -158,7 +218,8 @@ def test_thread_producer_every_value_once_in_order(registry: aiocore.PluginRegis
     r.close()
 
 
-def test_process_producer_no_lost_kick(registry: aiocore.PluginRegistry) -> None:
+@pytest.mark.parametrize("how", ["push", "producer"])
+def test_process_producer_no_lost_kick(registry: aiocore.PluginRegistry, how: str) -> None:
     """A forked producer pushes bursts, each followed by waiting until all is consumed.
 
     The bursts keep the consumer polling (kicks skipped); the waits let it
@@ -180,10 +241,11 @@ def test_process_producer_no_lost_kick(registry: aiocore.PluginRegistry) -> None
         try:
             words = memoryview(stats).cast("Q")
             rng = __import__("random").Random(7)
+            push = r.push if how == "push" else r.producer().push
             value = 0
             for _ in range(bursts):
                 for _ in range(rng.randrange(1, 40)):
-                    while not r.push(value):
+                    while not push(value):
                         pass
                     value += 1
                 limit = time.monotonic() + 2
