@@ -18,8 +18,10 @@ Scenarios (each a table; contenders alternate, median of the repeats):
   and the ``shmring`` source (``aiocore_plugins.shmring_source``) with
   ``poll_max_ns`` 0 and 32768: with polling on, the loop spins on the ring's
   write index and the child skips the eventfd write while it does.  Baselines:
-  asyncio's ``add_reader`` on the eventfd; floors: the raw epoll loop, and a
-  raw loop that spins on the shared index (full CPU, the lower bound).
+  asyncio's ``add_reader`` on the eventfd; floors: the raw epoll loop, a raw
+  loop that consumes the same ring (spin, take, call back: what the shmring
+  contenders do without an event loop), and a raw loop that spins on a shared
+  index and reads the clock as soon as it moves (full CPU, the lower bound).
 * **process, 2 ms gaps**: the same with long gaps, where the adaptive window
   must shrink to nothing so that polling costs (almost) no CPU.
 
@@ -479,6 +481,63 @@ def raw_spin_process(gap_ns: int) -> Callable[[int], Run]:
     return run
 
 
+def raw_ring_process(gap_ns: int) -> Callable[[int], Run] | None:
+    """A hand-written ring consumer: spin on the ring, take the value, call back.
+
+    The floor for the ``shmring`` contenders: the same ring and producer, and
+    the consumer does what the source's ``io_poll`` and ``io_poll_ready`` do
+    (the ring's words read directly, the one-value case first), in one loop
+    with no event loop around it.  Against ``raw spin on the index`` (which
+    reads the clock as soon as the index moves) it adds taking the value and
+    a callback; against it, aiocore adds ``poll()``.
+    """
+    if ShmRing is None or shmring_unavailable_reason() is not None:
+        return None
+    from aiocore_plugins.shmring_source import _HEAD, _SLOTS, _TAIL
+
+    def run(n: int) -> Run:
+        shared = Shared(1)
+        ring = ShmRing(capacity=4096)
+        producer = ring.producer()
+        pid = _fork_writer(shared, n, gap_ns, producer.push)
+        lat: list[int] = []
+
+        def on_items(values: list[int]) -> None:
+            now = monotonic_ns()
+            lat.extend(now - ts for ts in values)
+
+        words = ring._live()
+        capacity = ring.capacity
+        try:
+            ring._set_polling(True)  # always polling: the producer never kicks
+            c0, t0 = time.thread_time(), time.perf_counter()
+            shared.words[_GO] = 1
+            deadline = monotonic_ns() + int(RUN_DEADLINE_S * 1e9)
+            while len(lat) < n:
+                if words[_HEAD] != words[_TAIL]:
+                    head = words[_HEAD]
+                    tail = words[_TAIL]
+                    if head - tail == 1:
+                        values = [words[_SLOTS + tail % capacity]]
+                    else:
+                        values = [words[_SLOTS + i % capacity] for i in range(tail, head)]
+                    words[_TAIL] = head
+                    on_items(values)
+                elif monotonic_ns() > deadline:
+                    break
+            cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
+        finally:
+            _reap(pid)
+            ring._set_polling(False)
+            ring.close()
+            shared.close()
+        if len(lat) < n:
+            raise RuntimeError(f"raw ring consumer: {len(lat)} of {n} values arrived")
+        return Run(lat, cpu, wall, 0, n)
+
+    return run
+
+
 def asyncio_process(kind: str, gap_ns: int) -> Callable[[int], Run] | None:
     factory = _asyncio_loop_factory(kind)
     if factory is None:
@@ -658,6 +717,9 @@ def process_contenders(gap_ns: int, *, spin: bool = True) -> list[Contender]:
         _c("raw epoll loop", "floor", raw_epoll_process(gap_ns)),
     ]
     if spin:
+        contenders.append(
+            _c("raw ring consumer (spin, take)", "floor", raw_ring_process(gap_ns), _RING_WHY)
+        )
         contenders.append(_c("raw spin on the index", "floor", raw_spin_process(gap_ns)))
     return contenders
 
