@@ -7,7 +7,7 @@ Linux).  The producer (another process, or another thread) calls
 
     ring = ShmRing(capacity=1024)          # before fork(): both sides share it
     if os.fork() == 0:                      # producer
-        ring.push(42)
+        ring.push(42)                       # or ring.producer().push(42): faster
         os._exit(0)
     ctx.sources.shmring.attach(ring, on_items)   # on_items(list_of_ints) at home
 
