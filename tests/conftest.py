@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import aiocore
-from aiocore import _clocks
+from aiocore import _clocks, _plugins
 
 _PRESERVED_ENV = ("AIOCORE_REQUIRE_BACKENDS", "AIOCORE_LIBURING")
 
@@ -126,6 +126,12 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     _clocks._reset_for_tests()
     yield
     _clocks._reset_for_tests()
+    # The process's default registry (AioContext() without registry=, the
+    # CLI) is built from the environment of the test that first used it: a
+    # test that blocked a plugin (AIOCORE_BLOCK_PLUGINS) must not hand that
+    # registry to the next test of the same worker.  Rebuilt lazily, so only
+    # tests that use it pay for it.
+    _plugins.reset_default_registry()
 
 
 def pip_install(source: Path, target: Path) -> None:
