@@ -643,20 +643,21 @@ def test_handler_changes_from_another_thread_end_the_busy_loop(
     _grow_window_to(ctx, h, 10**10)
     r, w = make_pipe()
     got: list[bytes] = []
+    polls_at_change: list[int] = []
 
     def other_thread() -> None:
         time.sleep(0.05)
         ctx.acquire()
         try:
             ctx.set_fd_handler(r, lambda _o: got.append(os.read(r, 16)))
+            polls_at_change.append(h.polls)
         finally:
             ctx.release()
         os.write(w, b"x")
 
     t = threading.Thread(target=other_thread)
-    guard = Guard(ctx, 5000)  # bounds the waits if the dispatch never came
+    guard = Guard(ctx, 5000)  # bounds the test if busy polling never stopped
     ctx.poll(False)  # takes the guard's notify
-    start = time.monotonic()
     t.start()
     try:
         while not got and not guard.fired:
@@ -668,6 +669,8 @@ def test_handler_changes_from_another_thread_end_the_busy_loop(
         os.close(r)
         os.close(w)
     assert got == [b"x"]
-    assert time.monotonic() - start < 5  # not a 10 s busy window
+    # Busy polling stopped within a round or two of the change (a loop that
+    # missed it would call io_poll millions of times until the guard).
+    assert polls_at_change and h.polls - polls_at_change[0] <= 10, h.polls
     ctx.poll(False)
     assert h.hooks == ["begin", "end"]  # poll mode ended: a handler without io_poll forbids it
