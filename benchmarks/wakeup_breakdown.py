@@ -58,41 +58,6 @@ class SpinThenReady(AioContext):
         return True
 
 
-def ring_consumer(cls: type[AioContext]) -> Callable[[int], wl.Run]:
-    """``wakeup_latency``'s shmring contender, with the context class as a parameter."""
-    assert wl.ShmRing is not None
-
-    def run(n: int) -> wl.Run:
-        shared = wl.Shared(1)
-        ring = wl.ShmRing(capacity=4096)
-        producer = ring.producer()
-        pid = wl._fork_writer(shared, n, GAP_NS, producer.push)
-        lat: list[int] = []
-
-        def on_items(values: list[int]) -> None:
-            now = monotonic_ns()
-            lat.extend(now - ts for ts in values)
-
-        try:
-            with cls(poll_max_ns=32768) as ctx:
-                attachment = ctx.sources.shmring.attach(ring, on_items)
-                ctx.poll(False)
-                c0, t0 = time.thread_time(), time.perf_counter()
-                shared.words[wl._GO] = 1
-                wl._guarded_poll(ctx, lambda: len(lat) >= n)
-                cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
-                attachment.detach()
-        finally:
-            wl._reap(pid)
-            ring.close()
-            shared.close()
-        if len(lat) < n:
-            raise RuntimeError(f"{cls.__name__}: {len(lat)} of {n} values arrived")
-        return wl.Run(lat, cpu, wall, 0, n)
-
-    return run
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--repeat", type=int, default=11, help="rounds (default 11)")
@@ -100,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeat < 1 or args.messages < 1:
         p.error("--repeat and --messages must be >= 1")
-    reason = wl.shmring_unavailable_reason()
+    aiocore = wl.aiocore_shmring_process(GAP_NS, 32768)
+    reduced = wl.aiocore_shmring_process(GAP_NS, 32768, SpinThenReady)
     raw_ring = wl.raw_ring_process(GAP_NS)
-    if reason is not None or raw_ring is None:
-        print(f"not available here: {reason}")
+    if aiocore is None or reduced is None or raw_ring is None:
+        print(f"not available here: {wl.shmring_unavailable_reason()}")
         return 1
     contenders: dict[str, Callable[[int], wl.Run]] = {
-        "aiocore poll()": ring_consumer(AioContext),
-        "spin + io_poll_ready (no SPEC 2 steps 5-8)": ring_consumer(SpinThenReady),
+        "aiocore poll()": aiocore,
+        "spin + io_poll_ready (no SPEC 2 steps 5-8)": reduced,
         "raw ring consumer (spin, take)": raw_ring,
         "raw spin on an index": wl.raw_spin_process(GAP_NS),
     }

@@ -630,8 +630,14 @@ def aiocore_eventfd_process(gap_ns: int, poll_max_ns: int) -> Callable[[int], Ru
     return run
 
 
-def aiocore_shmring_process(gap_ns: int, poll_max_ns: int) -> Callable[[int], Run] | None:
-    """The shmring source: the child pushes stamps; the loop may busy-poll the ring."""
+def aiocore_shmring_process(
+    gap_ns: int, poll_max_ns: int, context_class: type[AioContext] = AioContext
+) -> Callable[[int], Run] | None:
+    """The shmring source: the child pushes stamps; the loop may busy-poll the ring.
+
+    *context_class* lets ``wakeup_breakdown.py`` run the same contender on a
+    reduced ``poll()``.
+    """
     if ShmRing is None or shmring_unavailable_reason() is not None:
         return None
 
@@ -655,7 +661,7 @@ def aiocore_shmring_process(gap_ns: int, poll_max_ns: int) -> Callable[[int], Ru
             lat.extend(now - ts for ts in values)
 
         try:
-            with AioContext(poll_max_ns=poll_max_ns) as ctx:
+            with context_class(poll_max_ns=poll_max_ns) as ctx:
                 attachment = ctx.sources.shmring.attach(ring, on_items)
                 ctx.poll(False)
                 c0, t0 = time.thread_time(), time.perf_counter()
