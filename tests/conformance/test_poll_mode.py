@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -674,3 +675,94 @@ def test_handler_changes_from_another_thread_end_the_busy_loop(
     assert polls_at_change and h.polls - polls_at_change[0] <= 10, h.polls
     ctx.poll(False)
     assert h.hooks == ["begin", "end"]  # poll mode ended: a handler without io_poll forbids it
+
+
+# -- a busy-poll hit on its way to io_poll_ready ------------------------------------------
+#
+# poll() hands the fast round's hit straight to io_poll_ready unless something
+# runs between the two that could poll nested (a BH) or raise (a BH, the wait);
+# then the hit joins the context's poll-ready list.  These tests fail if it did
+# not: the hit would be dispatched twice, or lost.
+
+
+class ReadyState:
+    """An ``io_poll`` result for a :class:`PollHandler`, with an ``io_poll_ready``.
+
+    *level*: io_poll keeps reporting the work until io_poll_ready takes it (a
+    ring index); else it reports it once (the hit consumes it).
+    """
+
+    def __init__(self, ctx: AioContext, h: PollHandler, *, level: bool) -> None:
+        self.pending = False
+        self.level = level
+        self.ready_calls = 0
+        ctx.set_fd_handler(h.r, h.rec.cb("read"), None, h.io_poll, "op", io_poll_ready=self.ready)
+        h.result = self.found
+
+    def found(self) -> bool:
+        hit = self.pending
+        if not self.level:
+            self.pending = False
+        return hit
+
+    def ready(self, opaque: object) -> None:
+        assert opaque == "op"
+        self.ready_calls += 1
+        self.pending = False
+
+
+def test_a_hit_a_bh_polls_again_runs_io_poll_ready_once(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """The iteration's BHs run before the hit is dispatched; a BH that polls
+    (nested) finds the same work and dispatches it, and the outer poll must
+    not run it again (QEMU moves the node to the nested poll's ready list)."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    state = ReadyState(ctx, h, level=True)
+    nested: list[bool] = []
+    bh = ctx.bh_new(lambda _o: nested.append(ctx.poll(False)))
+    bh.schedule_idle()  # an idle BH caps the timeout at 10 ms: the loop still busy-polls
+    state.pending = True
+    polls = h.polls
+    assert ctx.poll(True) is True
+    assert h.polls - polls == 2  # the outer busy round's hit, the nested poll's io_poll
+    assert nested == [True]  # the nested poll dispatched it ...
+    assert state.ready_calls == 1  # ... and nobody else
+    bh.delete()
+
+
+@pytest.mark.parametrize("where", ["bh", "wait"])
+def test_a_hit_survives_an_exception_before_its_dispatch(
+    ctx: AioContext, handlers: Callable[..., PollHandler], where: str
+) -> None:
+    """A BaseException escaping from a BH, or from the backend's wait, after
+    a hit that io_poll reported once: the next poll() dispatches it, once."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    state = ReadyState(ctx, h, level=False)
+    backend: Any = ctx._backend
+    wait = backend.wait
+
+    def interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    bh = ctx.bh_new(lambda _o: interrupt())
+    if where == "bh":
+        bh.schedule_idle()
+    else:
+        backend.wait = interrupt
+        ctx._need_wait = lambda: True  # the backend asks for a wait even after a hit
+    state.pending = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ctx.poll(True)
+    finally:
+        backend.wait = wait
+        ctx._backend_changed()
+        bh.delete()
+    assert state.ready_calls == 0 and not state.pending  # the hit took the work
+    assert ctx.poll(False) is True
+    assert state.ready_calls == 1
+    assert ctx.poll(False) is False
+    assert state.ready_calls == 1
