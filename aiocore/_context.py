@@ -653,12 +653,54 @@ class AioContext:
             # 3. How long may we sleep?  (A scheduled BH answers at once.)
             bhs = self._bhs
             timeout = self._compute_timeout() if blocking and not bhs.nonidle else 0
-            # 4. Poll mode.
+            # 4. Poll mode (SPEC 5).  hit_ns: the busy loop's last clock
+            # reading before a hit (None: no hit); hit_node: the handler whose
+            # io_poll_ready the hit calls in step 8.
             progress = False
+            hit_ns = hit_node = None
             if pollmode.ns and timeout and not table.poll_disable_cnt:
-                progress, hit_ns, timeout, hit_node = self._busy_poll(timeout)
-            else:
-                hit_ns = hit_node = None
+                window = pollmode.ns if timeout < 0 else min(timeout, pollmode.ns)
+                if not pollmode.started:
+                    self._set_poll_started(True)
+                now = poll_start = monotonic_ns()
+                end = poll_start + window
+                pollable = table.poll_nodes
+                if len(pollable) == 1 and not pollable[0].is_external:
+                    # The usual case, one pollable handler (a ring), spins
+                    # here rather than in _busy_poll(): its hit's way to the
+                    # callback is the latency poll mode exists to cut, and a
+                    # return with a tuple is a tenth of a microsecond of it.
+                    # io_poll is called through locals with no ``deleted``
+                    # check, because removing or replacing a pollable handler
+                    # always installs a new poll_nodes snapshot (see FdTable),
+                    # and the round checks the snapshot's identity instead.
+                    lone = pollable[0]
+                    io_poll = lone.io_poll
+                    opaque = lone.opaque
+                    while True:
+                        try:
+                            if io_poll(opaque):  # type: ignore[misc]
+                                progress = True
+                                hit_ns = now
+                                if lone.io_poll_ready is not None:
+                                    hit_node = lone
+                                break
+                        except Exception as exc:
+                            self._handle_exception(exc)
+                        # The notifier's own io_poll, after the handler's, so
+                        # a notify() made inside it is seen in this round.
+                        if self._notified:
+                            hit_ns = now
+                            break
+                        now = monotonic_ns()
+                        if now >= end or table.poll_nodes is not pollable or table.poll_disable_cnt:
+                            break
+                if hit_ns is None and now < end and not table.poll_disable_cnt:
+                    progress, hit_ns, now = self._busy_poll(now, end)
+                if hit_ns is not None:
+                    timeout = 0
+                elif timeout > 0:  # time spent polling comes off the timeout
+                    timeout -= min(timeout, now - poll_start)
             if hit_ns is None:
                 if pollmode.started:
                     self._set_poll_started(False)
@@ -715,10 +757,7 @@ class AioContext:
             # The poll-ready handlers first (SPEC 3), here rather than in
             # _dispatch(): after a busy-poll hit this is the path to the
             # callback, which is the latency poll mode exists to cut.
-            if hit_node is not None and not (
-                hit_node.deleted or (hit_node.is_external and self._external_disabled)
-            ):
-                progress = True
+            if hit_node is not None and not hit_node.deleted:  # never external: see step 4
                 try:
                     hit_node.io_poll_ready(hit_node.opaque)  # type: ignore[misc]
                 except Exception as exc:
@@ -819,61 +858,24 @@ class AioContext:
         if node not in self._poll_ready:
             self._poll_ready.append(node)
 
-    def _busy_poll(self, timeout: int) -> tuple[bool, int | None, int, AioHandler | None]:
-        """Busy-poll for up to min(timeout, poll_ns).
+    def _busy_poll(self, now: int, end: int) -> tuple[bool, int | None, int]:
+        """Busy-poll every handler (``_poll_once()`` rounds) until *end*.
 
-        Returns ``(progress, hit_ns, timeout, hit_node)``: *hit_ns* is the
-        loop's last clock reading before a hit (``None``: no hit), *timeout*
-        what is left of the caller's, and *hit_node* the one handler of the
-        fast round below when its ``io_poll`` hit and it has an
-        ``io_poll_ready`` (``poll()`` calls it).
-
-        This loop is on the latency a poll hit saves (a ring written by
-        another process is seen within one round of it), so the usual case,
-        one pollable handler, gets a round of its own: its ``io_poll`` called
-        through locals, with no ``deleted`` check, because removing or
-        replacing a pollable handler always installs a new ``poll_nodes``
-        snapshot (see ``FdTable``) and the round checks the snapshot's
-        identity instead.  Other cases use ``_poll_once()`` per round.
+        Returns ``(progress, hit_ns, now)``: *hit_ns* is the last clock
+        reading before a hit (``None``: no hit), *now* the last reading.
+        ``poll()`` spins on a lone pollable handler itself; this is the
+        general case: several handlers, external ones, or the lone
+        handler's snapshot changed during the window.
         """
-        pollmode = self._pollmode
-        window = pollmode.ns if timeout < 0 else min(timeout, pollmode.ns)
-        if not pollmode.started:
-            self._set_poll_started(True)
         table = self._table
-        now = start = monotonic_ns()
-        end = start + window
         while True:
-            nodes = table.poll_nodes
-            if len(nodes) == 1 and not nodes[0].is_external:
-                node = nodes[0]
-                io_poll = node.io_poll
-                opaque = node.opaque
-                try:
-                    while True:
-                        if io_poll(opaque):  # type: ignore[misc]
-                            return True, now, 0, node if node.io_poll_ready is not None else None
-                        # The notifier's own io_poll, after the handler's, so
-                        # a notify() made inside it is seen in this round.
-                        if self._notified:
-                            return False, now, 0, None
-                        now = monotonic_ns()
-                        if now >= end or table.poll_nodes is not nodes or table.poll_disable_cnt:
-                            break
-                except Exception as exc:
-                    self._handle_exception(exc)
-                    now = monotonic_ns()
-            else:
-                if self._poll_once():
-                    return True, now, 0, None
-                if self._notified:
-                    return False, now, 0, None
-                now = monotonic_ns()
+            if self._poll_once():
+                return True, now, now
+            if self._notified:
+                return False, now, now
+            now = monotonic_ns()
             if now >= end or table.poll_disable_cnt:
-                break
-        if timeout > 0:
-            timeout -= min(timeout, now - start)
-        return False, None, timeout, None
+                return False, None, now
 
     # -- dispatch (SPEC 3) ---------------------------------------------------
 

@@ -394,7 +394,12 @@ class Model:
                 if self.poll_flag[rec.slot]:
                     progress = True
                     timeout = 0
-                    if rec.spec.io_poll_ready is not None:
+                    # Listed once: a nested poll that finds a handler its
+                    # parent already found runs io_poll_ready once, as
+                    # QEMU's ready list moves a node instead of adding it.
+                    if rec.spec.io_poll_ready is not None and all(
+                        r is not rec for r in self.poll_ready
+                    ):
                         self.poll_ready.append(rec)
         # 5. Wait unless every handler has io_poll and nothing is due; a
         # backend may still ask for a zero-timeout wait (need_wait()).
