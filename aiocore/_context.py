@@ -682,6 +682,7 @@ class AioContext:
                             if io_poll(opaque):  # type: ignore[misc]
                                 progress = True
                                 hit_ns = now
+                                timeout = 0
                                 if lone.io_poll_ready is not None:
                                     hit_node = lone
                                 break
@@ -691,16 +692,18 @@ class AioContext:
                         # a notify() made inside it is seen in this round.
                         if self._notified:
                             hit_ns = now
+                            timeout = 0
                             break
                         now = monotonic_ns()
                         if now >= end or table.poll_nodes is not pollable or table.poll_disable_cnt:
                             break
-                if hit_ns is None and now < end and not table.poll_disable_cnt:
-                    progress, hit_ns, now = self._busy_poll(now, end)
-                if hit_ns is not None:
-                    timeout = 0
-                elif timeout > 0:  # time spent polling comes off the timeout
-                    timeout -= min(timeout, now - poll_start)
+                if hit_ns is None:
+                    if now < end and not table.poll_disable_cnt:
+                        progress, hit_ns, now = self._busy_poll(now, end)
+                    if hit_ns is not None:
+                        timeout = 0
+                    elif timeout > 0:  # time spent polling comes off the timeout
+                        timeout -= min(timeout, now - poll_start)
             if hit_ns is None:
                 if pollmode.started:
                     self._set_poll_started(False)

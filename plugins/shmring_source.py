@@ -189,7 +189,7 @@ class ShmRing:
         if producer is None:
             producer = self._producer = RingProducer(self)
         else:
-            producer._head = self._live()[_HEAD]
+            producer._sync(self._live()[_HEAD])
         return producer.push(value)
 
     def producer(self) -> RingProducer:
@@ -260,24 +260,35 @@ class RingProducer:
     operation costs several times its usual price.  So :meth:`push` does the
     least it can before publishing: a type check, then the slot store (which
     also range-checks the value; nothing is visible until ``head`` moves),
-    then ``head``.  It keeps ``head`` in this object instead of reading the
-    shared word, which the consumer keeps reading, and remembers the last
-    ``tail`` it saw (``tail`` only grows, so a stale copy can only make the
-    ring look fuller than it is; the consumer's word is read again only then).
+    then ``head``.  It keeps ``head`` and the next slot's index in this
+    object instead of reading the shared word, which the consumer keeps
+    reading, and remembers the last ``tail`` it saw (``tail`` only grows, so
+    a stale copy can only make the ring look fuller than it is; the
+    consumer's word is read again only then).  The bookkeeping for the next
+    push comes after publishing.
 
     The price: while a producer is in use nobody else may push to the ring,
     not even :meth:`ShmRing.push` in the same process.
     """
 
-    __slots__ = ("_capacity", "_head", "_ring", "_tail_seen", "_words")
+    __slots__ = ("_capacity", "_head", "_limit", "_ring", "_slot", "_words")
 
     def __init__(self, ring: ShmRing) -> None:
         words = ring._live()
         self._ring = ring
         self._words = words
         self._capacity = ring.capacity
-        self._head: int = words[_HEAD]
-        self._tail_seen: int = words[_TAIL]
+        self._head = self._slot = 0
+        self._sync(words[_HEAD])
+        #: ``head`` may reach this before the ring is full: the last ``tail``
+        #: seen plus the capacity.
+        self._limit: int = words[_TAIL] + ring.capacity
+
+    def _sync(self, head: int) -> None:
+        """Continue from *head* (another producer stopped there)."""
+        self._head = head
+        #: The word the next value goes to, kept so push() computes no index.
+        self._slot = _SLOTS + head % self._capacity
 
     def __repr__(self) -> str:
         return f"<RingProducer head={self._head} of {self._ring!r}>"
@@ -290,19 +301,22 @@ class RingProducer:
         if type(value) is not int:  # a bool would store as 1
             raise TypeError(f"value must be an int, got {type(value).__name__} {value!r}")
         head = self._head
-        capacity = self._capacity
-        if head - self._tail_seen >= capacity:
-            self._tail_seen = self._ring._live()[_TAIL]
-            if head - self._tail_seen >= capacity:
+        if head >= self._limit:
+            self._limit = self._ring._live()[_TAIL] + self._capacity
+            if head >= self._limit:
                 return False
         words = self._words
         try:
-            words[_SLOTS + head % capacity] = value
+            words[self._slot] = value
         except ValueError:
             self._ring._live()  # a closed ring's released view refuses any store
             raise ValueError(f"value must be in 0 .. 2**64-1, got {value}") from None
         words[_HEAD] = head + 1  # publish: after the slot (TSO keeps the order)
+        # The consumer may be taking the value already: the bookkeeping
+        # for the next push waits until now.
         self._head = head + 1
+        slot = self._slot + 1
+        self._slot = _SLOTS if slot == _SLOTS + self._capacity else slot
         _full_barrier()  # store head, then load polling: see the module docstring
         if not words[_POLLING]:
             self._ring._kick()
@@ -402,6 +416,11 @@ class ShmRingSource:
         words = ring._live()
 
         capacity = ring.capacity
+        # Where the next value is, for the tail it is expected at: computed
+        # after each callback, off the path from the hit to the next one.
+        # (take(), from the eventfd path, also moves the tail: hence the check.)
+        next_tail = words[_TAIL]
+        next_slot = _SLOTS + next_tail % capacity
 
         def io_poll(_: object) -> bool:
             # The busy-poll loop calls this back to back: two loads and a
@@ -412,10 +431,11 @@ class ShmRingSource:
             # ShmRing.take() inlined, the one-value case first: this runs
             # between a poll hit and the callback, inside the latency being
             # saved, and so does nothing the callback does not need.
+            nonlocal next_tail, next_slot
             head = words[_HEAD]
             tail = words[_TAIL]
-            if head - tail == 1:
-                values = [words[_SLOTS + tail % capacity]]
+            if head - tail == 1 and tail == next_tail:
+                values = [words[next_slot]]
             elif head == tail:
                 return
             else:
@@ -425,6 +445,8 @@ class ShmRingSource:
                 on_items(values)
             finally:
                 attachment.polled += 1
+                next_tail = head
+                next_slot = _SLOTS + head % capacity
 
         ctx = self._ctx
         ctx.set_event_notifier(

@@ -189,6 +189,29 @@ def test_detach_and_close(registry: aiocore.PluginRegistry, no_fd_leak: None) ->
     r.close()
 
 
+def test_values_in_order_when_take_moves_the_tail_too(registry: aiocore.PluginRegistry) -> None:
+    """The handler's io_poll_ready keeps the next value's slot from its last
+    call; a take() in between (what the eventfd path does) moves the tail
+    behind its back, and it must read the slot the tail is at, not the one it
+    remembered.  Capacity 3: the values wrap around the slots many times."""
+    r = ShmRing(capacity=3)
+    got: list[int] = []
+    expected: list[int] = []
+    try:
+        with _plain(registry, 0) as ctx:
+            ctx.sources.shmring.attach(r, got.extend)
+            for i in range(30):
+                assert r.push(i)
+                expected.append(i)
+                if i % 3 == 0:
+                    got.extend(r.take())
+                else:
+                    assert ctx.poll(False) is True  # io_poll hit: io_poll_ready takes it
+                assert got == expected
+    finally:
+        r.close()
+
+
 def test_thread_producer_every_value_once_in_order(registry: aiocore.PluginRegistry) -> None:
     n = 20_000
     r = ShmRing(capacity=64)
