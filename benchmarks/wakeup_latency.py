@@ -508,6 +508,7 @@ def raw_ring_process(gap_ns: int) -> Callable[[int], Run] | None:
 
         words = ring._live()
         capacity = ring.capacity
+        next_slot = _SLOTS  # the slot of the tail, kept as the source's io_poll_ready keeps it
         try:
             ring._set_polling(True)  # always polling: the producer never kicks
             c0, t0 = time.thread_time(), time.perf_counter()
@@ -518,11 +519,12 @@ def raw_ring_process(gap_ns: int) -> Callable[[int], Run] | None:
                     head = words[_HEAD]
                     tail = words[_TAIL]
                     if head - tail == 1:
-                        values = [words[_SLOTS + tail % capacity]]
+                        values = [words[next_slot]]
                     else:
                         values = [words[_SLOTS + i % capacity] for i in range(tail, head)]
                     words[_TAIL] = head
                     on_items(values)
+                    next_slot = _SLOTS + head % capacity
                 elif monotonic_ns() > deadline:
                     break
             cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
