@@ -2,9 +2,10 @@
 
 The profile behind ``docs/performance.rst`` ("Where the time goes"): each line
 times one operation of ``AioContext`` -- an idle ``poll()``, one BH of a
-chain, a ``poll()`` that dispatches one ready fd, arming and running a timer,
-and each backend's ``wait()`` alone -- and, beside it, the least Python that
-does the same job (a deque, ``epoll.poll`` with a dict, ``heapq``).  The
+chain, a ``poll()`` that dispatches one ready fd, the way from a busy-poll
+hit to its ``io_poll_ready``, arming and running a timer, and each backend's
+``wait()`` alone -- and, beside it, the least Python that does the same job
+(a deque, ``epoll.poll`` with a dict, a spin loop, ``heapq``).  The
 difference is the framework's cost per operation, which is what bounds the
 ratios ``aiocore bench`` reports.  Medians of 7 runs, nanoseconds:
 
@@ -22,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from aiocore import AioContext, Clock, PluginRegistry
+from aiocore import AioContext, Clock, EventNotifier, PluginRegistry
 from aiocore.bench import raw
 
 REPEAT = 7
@@ -129,6 +130,60 @@ def raw_ready_fd(n: int) -> float:
         b.close()
 
 
+def poll_hit(backend: str, n: int) -> float:
+    """From a busy-poll hit to ``io_poll_ready``: the core's share of a polled wake-up.
+
+    ``io_poll`` reads the clock last and ``io_poll_ready`` first, so the two
+    readings bracket exactly what ``poll()`` does between them (SPEC 2 steps
+    5-8 after a hit); the bare line brackets a spin loop's call the same way.
+    """
+    clock = time.perf_counter_ns
+    hit_at = total = 0
+
+    def io_poll(_: object) -> bool:
+        nonlocal hit_at
+        hit_at = clock()
+        return True
+
+    def io_poll_ready(_: object) -> None:
+        nonlocal total
+        total += clock() - hit_at
+
+    with AioContext(backend=backend, poll_max_ns=32768) as ctx:
+        notifier = EventNotifier()
+        ctx.set_event_notifier(notifier, lambda _: None, io_poll, io_poll_ready=io_poll_ready)
+        poll = ctx.poll
+        for _ in range(10):  # the window opens after the first hits (SPEC 5)
+            poll(True)
+        assert ctx.poll_ns, "poll mode did not start"
+        total = 0
+        for _ in range(n):
+            poll(True)
+        ctx.set_event_notifier(notifier, None)
+        notifier.close()
+    return total / n
+
+
+def raw_poll_hit(n: int) -> float:
+    clock = time.perf_counter_ns
+    hit_at = total = 0
+
+    def io_poll(_: object) -> bool:
+        nonlocal hit_at
+        hit_at = clock()
+        return True
+
+    def io_poll_ready(_: object) -> None:
+        nonlocal total
+        total += clock() - hit_at
+
+    for _ in range(n):
+        while not io_poll(None):
+            pass
+        io_poll_ready(None)
+    return total / n
+
+
 def backend_wait(backend: str, n: int) -> float:
     """The backend alone: ``wait(0)`` reporting one ready fd, no core around it."""
     registry = PluginRegistry()
@@ -205,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
          "deque chain", _median(lambda: deque_chain(n))),
         ("poll(False) + one io_read", _median(lambda: ready_fd(be, n)),
          "epoll.poll(0) + dict call", _median(lambda: raw_ready_fd(n))),
+        ("busy-poll hit to io_poll_ready", _median(lambda: poll_hit(be, n)),
+         "spin loop: io_poll, then call", _median(lambda: raw_poll_hit(n))),
     ]  # fmt: skip
     for name in ("poll", "epoll", "io_uring"):
         try:

@@ -441,3 +441,28 @@ def test_benchmark_scripts_run_through_the_package(script: str, args: list[str])
     assert (
         "round trips/s" in proc.stdout or "callbacks/s" in proc.stdout or "fire span" in proc.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expect"),
+    [
+        ("hot_paths.py", ["--n", "2000"], "busy-poll hit to io_poll_ready"),
+        ("wakeup_breakdown.py", ["--repeat", "1", "--messages", "200"], "raw ring consumer"),
+    ],
+)
+def test_profile_scripts_run(script: str, args: list[str], expect: str) -> None:
+    """The scripts behind the profiles in docs/performance.rst and docs/threads.rst."""
+    if script == "wakeup_breakdown.py":
+        from aiocore_plugins.shmring_source import shmring_unavailable_reason
+
+        if shmring_unavailable_reason() is not None:
+            pytest.skip(str(shmring_unavailable_reason()))
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert expect in proc.stdout, proc.stdout
