@@ -130,58 +130,52 @@ def raw_ready_fd(n: int) -> float:
         b.close()
 
 
-def poll_hit(backend: str, n: int) -> float:
-    """From a busy-poll hit to ``io_poll_ready``: the core's share of a polled wake-up.
+class _HitClock:
+    """An ``io_poll`` that always hits, reading the clock last, and an
+    ``io_poll_ready`` that reads it first: the two readings bracket exactly
+    what runs between them."""
 
-    ``io_poll`` reads the clock last and ``io_poll_ready`` first, so the two
-    readings bracket exactly what ``poll()`` does between them (SPEC 2 steps
-    5-8 after a hit); the bare line brackets a spin loop's call the same way.
-    """
-    clock = time.perf_counter_ns
-    hit_at = total = 0
+    def __init__(self) -> None:
+        self.hit_at = self.total = 0
 
-    def io_poll(_: object) -> bool:
-        nonlocal hit_at
-        hit_at = clock()
+    def io_poll(self, _: object) -> bool:
+        self.hit_at = time.perf_counter_ns()
         return True
 
-    def io_poll_ready(_: object) -> None:
-        nonlocal total
-        total += clock() - hit_at
+    def io_poll_ready(self, _: object) -> None:
+        self.total += time.perf_counter_ns() - self.hit_at
 
+
+def poll_hit(backend: str, n: int) -> float:
+    """From a busy-poll hit to ``io_poll_ready``: the core's share of a polled
+    wake-up, SPEC 2 steps 5-8 after a hit."""
+    hits = _HitClock()
     with AioContext(backend=backend, poll_max_ns=32768) as ctx:
         notifier = EventNotifier()
-        ctx.set_event_notifier(notifier, lambda _: None, io_poll, io_poll_ready=io_poll_ready)
+        ctx.set_event_notifier(
+            notifier, lambda _: None, hits.io_poll, io_poll_ready=hits.io_poll_ready
+        )
         poll = ctx.poll
         for _ in range(10):  # the window opens after the first hits (SPEC 5)
             poll(True)
         assert ctx.poll_ns, "poll mode did not start"
-        total = 0
+        hits.total = 0
         for _ in range(n):
             poll(True)
         ctx.set_event_notifier(notifier, None)
         notifier.close()
-    return total / n
+    return hits.total / n
 
 
 def raw_poll_hit(n: int) -> float:
-    clock = time.perf_counter_ns
-    hit_at = total = 0
-
-    def io_poll(_: object) -> bool:
-        nonlocal hit_at
-        hit_at = clock()
-        return True
-
-    def io_poll_ready(_: object) -> None:
-        nonlocal total
-        total += clock() - hit_at
-
+    """The same bracket around a spin loop's call."""
+    hits = _HitClock()
+    io_poll, io_poll_ready = hits.io_poll, hits.io_poll_ready
     for _ in range(n):
         while not io_poll(None):
             pass
         io_poll_ready(None)
-    return total / n
+    return hits.total / n
 
 
 def backend_wait(backend: str, n: int) -> float:

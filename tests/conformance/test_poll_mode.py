@@ -459,18 +459,22 @@ def test_polling_time_is_subtracted_from_the_timeout(
     h = handlers()
     # Two non-blocking polls of >0.1 ms grow the window 0 -> 4000 -> 1 ms.
     ctx.set_poll_params(10**9, 250, 0)
-    arm_virtual(ctx, 3 * SCALE_MS)
     h.delay_s = 0.0002
     ctx.poll(False)
     ctx.poll(False)
-    assert ctx.poll_ns == 1 * SCALE_MS
     h.delay_s = 0.0
+    # Armed now, so a loaded machine's oversleeping above cannot eat the
+    # timeout; 30 ms, so being preempted during the window cannot either.
+    # Arming notifies: a non-blocking poll takes that notification.
+    arm_virtual(ctx, 30 * SCALE_MS)
+    ctx.poll(False)
+    assert ctx.poll_ns == 1 * SCALE_MS
     spy.reset()
-    # Busy-poll for the 1 ms window, no hit, then wait what is left of 3 ms.
+    # Busy-poll for the 1 ms window, no hit, then wait what is left of 30 ms.
     assert ctx.poll(True) is False
     assert h.hooks == ["begin", "end"]
     assert len(spy.timeouts) == 1
-    assert 0 <= spy.timeouts[0] <= 2 * SCALE_MS
+    assert 0 <= spy.timeouts[0] <= 29 * SCALE_MS
 
 
 def test_io_poll_ready_runs_instead_of_io_read(ctx: AioContext) -> None:
