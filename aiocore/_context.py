@@ -70,7 +70,15 @@ from ._notifier import EventNotifier
 from ._plugins import PluginRegistry, default_registry
 from ._pollmode import PollMode
 from ._timers import Timer, TimerGroup
-from .backend import EVENT_IN, EVENT_NVAL, EVENT_OUT, READ_EVENTS, WRITE_EVENTS, Backend
+from .backend import (
+    EVENT_IN,
+    EVENT_NVAL,
+    EVENT_OUT,
+    MAX_WAIT_NS,
+    READ_EVENTS,
+    WRITE_EVENTS,
+    Backend,
+)
 
 __all__ = ["AioContext", "ExceptionHandler"]
 
@@ -802,7 +810,10 @@ class AioContext:
         if self._timers.armed:
             deadline = self._timers.deadline_ns()
             if deadline >= 0 and (timeout < 0 or deadline < timeout):
-                timeout = deadline
+                # A timer weeks away (or at "never", 2**63 - 1) waits at most
+                # MAX_WAIT_NS, which every backend's system call accepts; the
+                # wait then ends with nothing to do and the next poll() goes on.
+                timeout = min(deadline, MAX_WAIT_NS)
         return timeout
 
     def _maintain_backend(self) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "EVENT_IN",
     "EVENT_NVAL",
     "EVENT_OUT",
+    "MAX_WAIT_NS",
     "READ_EVENTS",
     "WRITE_EVENTS",
     "Backend",
@@ -73,15 +74,24 @@ READ_EVENTS: Final = EVENT_IN | EVENT_HUP | EVENT_ERR
 WRITE_EVENTS: Final = EVENT_OUT | EVENT_ERR
 
 
+#: The longest finite wait the core asks of a backend: 2**31 - 1 ms (about
+#: 24.8 days), the most ``poll(2)`` and ``epoll_wait(2)`` take (CPython raises
+#: ``OverflowError`` above it).  A timer further away makes the wait end early
+#: with nothing to do, and the next ``poll()`` computes the rest; QEMU clamps
+#: its millisecond timeouts the same way.
+MAX_WAIT_NS: Final = (2**31 - 1) * 1_000_000
+
+
 def timeout_ms(timeout_ns: int) -> int:
     """Convert a core timeout to whole milliseconds, rounding **up**.
 
     ``-1`` (wait without limit) stays ``-1``.  Rounding down would turn a
-    0.3 ms deadline into a 0 ms poll and spin until it passed.
+    0.3 ms deadline into a 0 ms poll and spin until it passed.  The result is
+    at most ``2**31 - 1`` (:data:`MAX_WAIT_NS`).
     """
     if timeout_ns < 0:
         return -1
-    return -(-timeout_ns // 1_000_000)
+    return min(-(-timeout_ns // 1_000_000), 2**31 - 1)
 
 
 OptionValue: TypeAlias = "int | float | str | bool | list[str]"
@@ -199,9 +209,10 @@ class Backend(abc.ABC):
     def wait(self, timeout_ns: int) -> list[tuple[int, int]]:
         """Wait up to *timeout_ns* for readiness and return ``(fd, mask)`` pairs.
 
-        ``-1`` waits without limit, ``0`` only looks.  Each fd appears at most
-        once.  Never raises ``InterruptedError``: a signal that interrupts the
-        system call is retried with the remaining time.
+        ``-1`` waits without limit, ``0`` only looks; the core never asks for
+        more than :data:`MAX_WAIT_NS`.  Each fd appears at most once.  Never
+        raises ``InterruptedError``: a signal that interrupts the system call
+        is retried with the remaining time.
         """
 
     def need_wait(self) -> bool:

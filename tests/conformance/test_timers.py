@@ -14,6 +14,7 @@ Cross-thread ``mod()`` waking a blocked poll is in ``test_threads.py``.
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
@@ -30,6 +31,7 @@ from aiocore import (
     clock_get_ns,
     virtual_clock_step,
 )
+from aiocore.backend import MAX_WAIT_NS
 
 from ._support import Guard, Pair, Recorder, WaitSpy, poll_until
 
@@ -189,6 +191,29 @@ def test_enabled_virtual_clock_gives_the_exact_deadline(
     assert ctx.poll(True) is False
     assert spy.timeouts == [3 * SCALE_MS]
     assert rec.calls == []
+
+
+@pytest.mark.parametrize("ahead_ns", [30 * 86_400 * 10**9, 2**63 - 1], ids=["30 days", "never"])
+def test_a_far_timer_waits_at_most_max_wait_ns(
+    ctx: AioContext, spy: WaitSpy, ahead_ns: int
+) -> None:
+    # poll(2) and epoll_wait(2) take at most 2**31 - 1 ms: a timer further
+    # away (QEMU code arms INT64_MAX for "never") must make a long wait, not
+    # an OverflowError from every blocking poll().
+    now = clock_get_ns(Clock.REALTIME)
+    timer = ctx.timer_new_ns(Clock.REALTIME, lambda _o: None)
+    timer.mod_ns(min(now + ahead_ns, 2**63 - 1))
+    ctx.poll(False)
+    bh = ctx.bh_new(lambda _o: None)
+    spy.reset()
+    waker = threading.Timer(0.05, bh.schedule)
+    waker.start()
+    try:
+        assert ctx.poll(True) is True  # woken by the BH, no OverflowError
+    finally:
+        waker.join(10)
+    assert spy.timeouts[0] == MAX_WAIT_NS
+    assert timer.pending
 
 
 # -- arming --------------------------------------------------------------------------
