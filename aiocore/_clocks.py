@@ -61,6 +61,9 @@ class _Wakeable(Protocol):
 
     def notify(self) -> None: ...
 
+    @property
+    def closed(self) -> bool: ...
+
 
 def _virtual_now() -> int:
     return _virtual_ns
@@ -149,10 +152,18 @@ def unregister_context(ctx: _Wakeable) -> None:
 
 
 def _wake_all() -> None:
+    # The snapshot is taken under the lock and the contexts are notified
+    # outside it (notify() takes locks of its own), so another thread may
+    # close one in between.  Its notify() then raises; that context no longer
+    # needs waking, but every one after it still does: skip it, never stop.
     with _lock:
         targets = list(_wakers)
     for ctx in targets:
-        ctx.notify()
+        try:
+            ctx.notify()
+        except RuntimeError:
+            if not ctx.closed:
+                raise
 
 
 def _reset_for_tests() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -214,6 +215,51 @@ def test_a_far_timer_waits_at_most_max_wait_ns(
         waker.join(10)
     assert spy.timeouts[0] == MAX_WAIT_NS
     assert timer.pending
+
+
+class _ClosedMeanwhile:
+    """A context another thread closed after ``_wake_all`` took its snapshot."""
+
+    closed = True
+
+    def notify(self) -> None:
+        raise RuntimeError("this AioContext is closed")
+
+
+class _Registry:
+    """The clock's context registry with a fixed iteration order."""
+
+    def __init__(self, items: dict[object, None]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(list(self.items))
+
+    def add(self, item: object) -> None:
+        self.items[item] = None
+
+    def discard(self, item: object) -> None:
+        self.items.pop(item, None)
+
+
+@pytest.mark.parametrize("change", ["clock_enable", "virtual_clock_step"])
+def test_a_clock_change_wakes_every_context_when_one_closes_meanwhile(
+    ctx: AioContext, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    # The registry is snapshotted under a lock and notified outside it: a
+    # context closed in between must be skipped, not end the loop before the
+    # contexts after it (a lost wake-up for a poll waiting on VIRTUAL).
+    import aiocore._clocks as clocks
+
+    ctx.poll(False)
+    assert not ctx._notified
+    wakers = dict.fromkeys([_ClosedMeanwhile(), ctx])  # in this order
+    monkeypatch.setattr(clocks, "_wakers", _Registry(wakers))
+    if change == "clock_enable":
+        clock_enable(Clock.VIRTUAL, True)
+    else:
+        virtual_clock_step(1)
+    assert ctx._notified
 
 
 # -- arming --------------------------------------------------------------------------
