@@ -62,7 +62,11 @@ to hand data over from another thread, use a BH or ``ctx.sources.notifier``.
 * A non-blocking ``connect`` returns ``EINPROGRESS``; the socket becomes
   writable when it completes, and ``SO_ERROR`` says how.  A Unix-domain
   connect completes (or fails) at once; both paths report through the same
-  writable callback.
+  writable callback.  For a Unix-domain socket ``EAGAIN`` means the
+  listener's backlog is full: the socket is not connecting at all, so that
+  is a failure (``BlockingIOError``, through ``on_close``).  An unconnected
+  socket is writable at once with ``SO_ERROR`` 0, so the writable callback
+  also asks ``getpeername``: no peer (``ENOTCONN``) is a failed connect.
 * ``recv`` returning 0 bytes is end of file; a reset peer (``SO_LINGER`` 0)
   makes it raise ``ECONNRESET``, and a write to it ``EPIPE`` or ``ECONNRESET``.
   ``POLLHUP``/``POLLERR`` run the read callback, whose ``recv`` finds out
@@ -119,6 +123,9 @@ _ACCEPT_RESOURCE_ERRORS: Final = frozenset(
     (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 )
 _CONNECT_PENDING: Final = frozenset((0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN))
+#: ``connect`` errors that are *not* pending for a Unix-domain socket: there
+#: EAGAIN means the listener's backlog is full and the socket is not connecting.
+_UNIX_CONNECT_FULL: Final = frozenset((errno.EWOULDBLOCK, errno.EAGAIN))
 
 # Stream states.
 _CONNECTING: Final = 0
@@ -576,13 +583,25 @@ class Stream:
             self.close()
 
     def _connected(self) -> None:
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        sock = self._sock
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self._finish(OSError(err, os.strerror(err)), False)
             return
+        # Writable with no error does not prove a connection: a socket that
+        # never started connecting is writable at once too.  Without a peer
+        # (ENOTCONN) the connect failed.
+        try:
+            sock.getpeername()
+        except OSError as exc:
+            code = exc.errno or errno.ENOTCONN
+            self._finish(
+                OSError(code, f"{os.strerror(code)} (the connect did not complete)"), False
+            )
+            return
         self._state = _OPEN
         self._direct()
-        _set_nodelay(self._sock)
+        _set_nodelay(sock)
         self._update()
         cb = self._on_connect
         if cb is not None:
@@ -1175,8 +1194,10 @@ class SocketSource:
 
         Writes made before the connection is established are buffered.
         ``on_connect()`` runs when it is; a failure (``ConnectionRefusedError``,
-        ``FileNotFoundError`` for a missing Unix socket) is reported as
-        ``on_close(exc)``.  The other callbacks are those of :meth:`Stream.start`.
+        ``FileNotFoundError`` for a missing Unix socket, ``BlockingIOError``
+        (``EAGAIN``) for a Unix listener whose backlog is full) is reported as
+        ``on_close(exc)``, with no ``on_connect()`` first.  The other
+        callbacks are those of :meth:`Stream.start`.
         """
         self._check_open()
         high, low = _check_limits(high_water, low_water)
@@ -1197,7 +1218,11 @@ class SocketSource:
             sock.close()
             raise
         stream._set_callbacks(on_data, on_eof, on_close, on_drain, on_connect)
-        if code in _CONNECT_PENDING:
+        if family == getattr(socket, "AF_UNIX", None) and code in _UNIX_CONNECT_FULL:
+            # Not connecting at all: the listener's accept queue is full.
+            why = f"{os.strerror(code)} (the listener's backlog is full; not connected)"
+            stream._finish(OSError(code, why), True)
+        elif code in _CONNECT_PENDING:
             try:
                 stream._update()  # write interest: the writable report finishes the connect
             except BaseException:

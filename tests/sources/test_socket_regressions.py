@@ -1,0 +1,101 @@
+"""Regression tests for the ``socket`` source's connect path, on every backend.
+
+Each test fails on the defect it names: ``on_connect()`` for a connection
+that does not exist.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiocore_plugins import socket_source
+
+from aiocore import AioContext
+
+from ._helpers import poll_for, run_until
+from .test_socket_streams import LOOPBACK, Record
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix-domain sockets here")
+def test_unix_connect_to_full_backlog_fails_without_on_connect(
+    no_fd_leak: None, ctx: AioContext, tmp_path: Path
+) -> None:
+    """A Unix listener whose accept queue is full: connect() gives EAGAIN.
+
+    The socket is then not connecting at all; the stream must report the
+    failure as ``on_close(exc)`` with no ``on_connect()`` first (it used to
+    call ``on_connect()`` and then ``on_close(EINVAL)``).
+    """
+    path = str(tmp_path / "full.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        srv.bind(path)
+        srv.listen(0)  # never accepts: Linux queues one connection, then EAGAIN
+        records = [Record() for _ in range(3)]
+        streams = [
+            ctx.sources.socket.connect(
+                path, r.on_data, on_connect=r.on_connect, on_close=r.on_close
+            )
+            for r in records
+        ]
+        run_until(ctx, lambda: all(r.connects or r.closes for r in records))
+        poll_for(ctx, 0.02)
+        failed = [(s, r) for s, r in zip(streams, records, strict=True) if r.closes]
+        assert failed, "the backlog of 0 held every connection"
+        for s, r in failed:
+            assert r.connects == 0, "on_connect() ran for a connect that failed"
+            assert len(r.closes) == 1
+            exc = r.closes[0]
+            assert isinstance(exc, OSError)
+            if sys.platform == "linux":
+                assert exc.errno == errno.EAGAIN
+            assert s.closed and not s.connected
+            with pytest.raises(socket_source.StreamClosed):
+                s.write(b"lost")
+        for s, r in zip(streams, records, strict=True):
+            if r.connects:
+                assert r.closes == [] and s.connected
+                assert s.peername == path
+                s.abort()
+        poll_for(ctx, 0.01)
+    finally:
+        srv.close()
+
+
+class _NeverConnects(socket.socket):
+    """A socket whose ``connect_ex`` claims EINPROGRESS but never connects."""
+
+    def connect_ex(self, address: Any) -> int:
+        return errno.EINPROGRESS
+
+
+def test_writable_socket_without_peer_is_a_failed_connect(
+    no_fd_leak: None, ctx: AioContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writable with SO_ERROR 0 but no peer (ENOTCONN) is not a connection."""
+
+    def new_socket(family: int, socktype: int) -> socket.socket:
+        sock = _NeverConnects(family, socktype)
+        sock.setblocking(False)
+        return sock
+
+    with socket.socket() as lst:
+        lst.bind(LOOPBACK)
+        lst.listen()
+        monkeypatch.setattr(socket_source, "_new_socket", new_socket)
+        rec = Record()
+        s = ctx.sources.socket.connect(
+            lst.getsockname(), rec.on_data, on_connect=rec.on_connect, on_close=rec.on_close
+        )
+        run_until(ctx, lambda: bool(rec.closes or rec.connects))
+        poll_for(ctx, 0.02)
+        assert rec.connects == 0
+        assert len(rec.closes) == 1
+        exc = rec.closes[0]
+        assert isinstance(exc, OSError) and exc.errno == errno.ENOTCONN
+        assert s.closed
