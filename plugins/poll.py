@@ -16,6 +16,13 @@ Kernel facts it relies on:
 * ``poll()`` interrupted by a signal is retried by CPython with the remaining
   timeout (PEP 475); an exception raised by a Python signal handler
   propagates, as it should.
+* Another thread may change the interest set while the home thread sits in
+  ``poll()`` (a thread holding ``ctx.acquire()``).  The kernel still polls the
+  array the call started with, so what it reports for an fd changed
+  meanwhile is about the *old* registration: the fd may have been removed and
+  closed (a stale POLLNVAL) and its number reused by a new registration.
+  Such reports are dropped; readiness is level-triggered, so the next call
+  reports the fd's present state.
 * The timeout is in milliseconds; it is rounded up (see
   :func:`aiocore.backend.timeout_ms`).
 """
@@ -48,10 +55,13 @@ class PollBackend(Backend):
         self._poll_call = self._poll.poll
         # fds reported POLLNVAL and dropped from the kernel set.
         self._dropped: set[int] = set()
+        # fds update() changed since the current wait() began (see above).
+        self._changed: set[int] = set()
         self._nfds = 0
 
     def update(self, fd: int, old_mask: int, new_mask: int) -> None:
         poller = self._poll
+        self._changed.add(fd)
         self._dropped.discard(fd)
         if not new_mask:
             try:
@@ -69,7 +79,13 @@ class PollBackend(Backend):
             self._nfds += 1
 
     def wait(self, timeout_ns: int) -> list[tuple[int, int]]:
+        changed = self._changed
+        changed.clear()  # before the call: select.poll builds its array in it
         events = self._poll_call(timeout_ms(timeout_ns))
+        if changed:
+            # Reports about registrations another thread replaced during
+            # the call: stale (see the module docstring).
+            events = [(fd, mask) for fd, mask in events if fd not in changed]
         for fd, mask in events:
             if mask & EVENT_NVAL:
                 self._poll.unregister(fd)
