@@ -604,7 +604,7 @@ class Stream:
         _set_nodelay(sock)
         self._update()
         cb = self._on_connect
-        if cb is not None:
+        if cb is not None and not self._closing:
             cb()
         if self._state == _OPEN and not self._wbuf:
             if self._closing:
@@ -717,7 +717,8 @@ class Stream:
     def close(self) -> None:
         """Stop reading, send what is buffered, then close; ``on_close(None)`` follows.
 
-        Idempotent.
+        On a stream still connecting, the connect goes on only to send what
+        was buffered; ``on_connect()`` does not run any more.  Idempotent.
         """
         if self._state == _CLOSED or self._closing:
             return

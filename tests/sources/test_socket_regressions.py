@@ -1,7 +1,7 @@
 """Regression tests for the ``socket`` source's connect path, on every backend.
 
 Each test fails on the defect it names: ``on_connect()`` for a connection
-that does not exist.
+that does not exist, or ``on_connect()`` after ``close()``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiocore_plugins import socket_source
+from aiocore_plugins.socket_source import Stream
 
 from aiocore import AioContext
 
@@ -99,3 +100,37 @@ def test_writable_socket_without_peer_is_a_failed_connect(
         exc = rec.closes[0]
         assert isinstance(exc, OSError) and exc.errno == errno.ENOTCONN
         assert s.closed
+
+
+@pytest.mark.parametrize("buffered", [b"", b"sent after connecting"])
+def test_close_while_connecting_does_not_run_on_connect(
+    no_fd_leak: None, ctx: AioContext, buffered: bytes
+) -> None:
+    """close() before the connect completes: no on_connect(), one on_close(None).
+
+    What was written before close() is still sent (close() is graceful).
+    """
+    accepted: list[Stream] = []
+    got = Record()
+
+    def on_connection(stream: Stream) -> None:
+        stream.start(got.on_data, on_close=got.on_close)
+        accepted.append(stream)
+
+    srv = ctx.sources.socket.listen(LOOPBACK, on_connection)
+    rec = Record()
+    s = ctx.sources.socket.connect(
+        srv.address, rec.on_data, on_connect=rec.on_connect, on_close=rec.on_close
+    )
+    assert not s.connected
+    if buffered:
+        s.write(buffered)
+    s.close()
+    assert s.closing
+    run_until(ctx, lambda: bool(rec.closes) and bool(got.closes))
+    poll_for(ctx, 0.02)
+    assert rec.connects == 0, "on_connect() ran after close()"
+    assert rec.closes == [None]
+    assert bytes(got.data) == buffered
+    assert got.closes == [None]
+    srv.close()
