@@ -382,15 +382,26 @@ class AioContext:
         if fd == self._notifier_node.fd:
             raise ValueError(f"fd {fd} is the context's own notifier; it cannot be replaced")
         self._check_thread("set_fd_handler")
+        errors: list[OSError] = []
         with self._hlock:
             try:
                 changed = self._set_handler(
-                    fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external
+                    fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external, errors
                 )
             finally:
                 self._backend_changed()
         if changed:
             self.notify()
+        self._report_after_change(errors)
+
+    def _report_after_change(self, errors: list[OSError]) -> None:
+        # An fd error met while changing handlers goes to the exception
+        # handler only once the change is complete and the handler lock is
+        # released: the handler is user code, which may well change handlers
+        # itself (the lock is not reentrant), and a handler that re-raises
+        # must find the change made and the context notified.
+        for error in errors:
+            self._handle_exception(error)
 
     def _effective(self, node: AioHandler) -> int:
         if node.is_external and self._external_disabled:
@@ -406,6 +417,7 @@ class AioContext:
         io_poll_ready: Callback | None,
         opaque: object,
         is_external: bool,
+        errors: list[OSError],
     ) -> bool:
         table = self._table
         old = table.nodes.get(fd)
@@ -418,16 +430,13 @@ class AioContext:
         if io_read is None and io_write is None and io_poll is None:
             if old is None:
                 return False
-            error = None
             if old_mask:
                 try:
                     self._backend.update(fd, old_mask, 0)
                 except OSError as exc:
                     # epoll forgets a closed fd silently; it surfaces here.
-                    error = self._fd_error(fd, exc, "removing its handler")
+                    errors.append(self._fd_error(fd, exc, "removing its handler"))
             table.replace(fd, None)
-            if error is not None:
-                self._handle_exception(error)
             return True
         mask = (EVENT_IN if io_read is not None else 0) | (EVENT_OUT if io_write is not None else 0)
         node = AioHandler(fd, io_read, io_write, io_poll, io_poll_ready, opaque, is_external, mask)
@@ -526,36 +535,40 @@ class AioContext:
         """Stop dispatching, polling and waiting on ``is_external`` handlers (nests)."""
         self._check_open()
         self._check_thread("disable_external")
+        errors: list[OSError] = []
         with self._hlock:
             self._external_disabled += 1
             if self._external_disabled == 1:
-                self._refresh_external(True)
+                self._refresh_external(True, errors)
+        self._report_after_change(errors)
 
     def enable_external(self) -> None:
         """Undo one :meth:`disable_external`; at zero, resume and notify."""
         self._check_open()
         self._check_thread("enable_external")
+        errors: list[OSError] = []
         with self._hlock:
             if self._external_disabled == 0:
                 raise RuntimeError("enable_external() without a matching disable_external()")
             self._external_disabled -= 1
             if self._external_disabled:
                 return
-            self._refresh_external(False)
+            self._refresh_external(False, errors)
         self.notify()
+        self._report_after_change(errors)
 
     @property
     def external_disabled(self) -> int:
         """How many :meth:`disable_external` calls are in force."""
         return self._external_disabled
 
-    def _refresh_external(self, disabling: bool) -> None:
+    def _refresh_external(self, disabling: bool, errors: list[OSError]) -> None:
         try:
-            self._toggle_external(disabling)
+            self._toggle_external(disabling, errors)
         finally:
             self._backend_changed()
 
-    def _toggle_external(self, disabling: bool) -> None:
+    def _toggle_external(self, disabling: bool, errors: list[OSError]) -> None:
         backend = self._backend
         for fd, node in list(self._table.nodes.items()):
             if node.is_external and node.mask:
@@ -566,7 +579,7 @@ class AioContext:
                         backend.update(fd, 0, node.mask)
                 except OSError as exc:
                     action = "pausing" if disabling else "resuming"
-                    self._handle_exception(self._fd_error(fd, exc, f"{action} external clients"))
+                    errors.append(self._fd_error(fd, exc, f"{action} external clients"))
 
     # -- bottom halves (SPEC 7) ---------------------------------------------
 

@@ -14,8 +14,10 @@ notifiers in ``test_notifier.py``.)
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -582,3 +584,75 @@ def test_non_str_backend_is_a_type_error(
 ) -> None:
     with pytest.raises(TypeError, match="backend"):
         AioContext(backend=bad, registry=registry)  # type: ignore[arg-type]
+
+
+# -- fd errors met while changing handlers ----------------------------------------
+
+
+class _NoReentry:
+    """The handler lock, failing instead of deadlocking if its holder re-enters."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner: int | None = None
+
+    def __enter__(self) -> None:
+        if self.owner == threading.get_ident():
+            raise AssertionError("the handler lock was re-entered: a deadlock")
+        self.lock.acquire()
+        self.owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        self.owner = None
+        self.lock.release()
+
+
+@pytest.mark.parametrize("change", ["remove", "disable_external", "enable_external"])
+def test_the_exception_handler_may_change_handlers_after_an_fd_error(
+    ctx: AioContext, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    # A backend refusing an fd during a handler change (epoll learns only
+    # then that a registered fd was closed) is reported to the exception
+    # handler, and an ordinary handler reacts by changing handlers: it must
+    # run after the change, outside the handler lock (not reentrant).
+    a, b = Pair(), Pair()
+    try:
+        ctx.set_fd_handler(a.a, lambda _o: None, is_external=change != "remove")
+        ctx.set_fd_handler(b.a, lambda _o: None)
+        if change == "enable_external":
+            ctx.disable_external()
+        monkeypatch.setattr(ctx, "_hlock", _NoReentry())
+        real_update = ctx._backend.update
+
+        def update(fd: int, old_mask: int, new_mask: int) -> None:
+            if fd == a.a:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            real_update(fd, old_mask, new_mask)
+
+        monkeypatch.setattr(ctx._backend, "update", update)
+        seen: list[BaseException] = []
+
+        def handler(c: AioContext, exc: BaseException) -> None:
+            seen.append(exc)
+            c.set_fd_handler(b.a, None)
+
+        ctx.set_exception_handler(handler)
+        if change == "remove":
+            ctx.set_fd_handler(a.a, None)
+            assert a.a not in ctx.handler_fds()
+        elif change == "disable_external":
+            ctx.disable_external()
+            assert ctx.external_disabled == 1
+        else:
+            ctx.enable_external()
+            assert ctx.external_disabled == 0
+        assert [type(e) for e in seen] == [OSError]
+        assert f"fd {a.a}" in str(seen[0])
+        assert b.a not in ctx.handler_fds()  # the handler's own change took effect
+        monkeypatch.undo()
+        ctx.poll(False)
+    finally:
+        for fd in list(ctx.handler_fds()):
+            ctx.set_fd_handler(fd, None)
+        a.close()
+        b.close()
