@@ -780,8 +780,13 @@ class AioContext:
                     progress = True
             # The poll-ready handlers first (SPEC 3), here rather than in
             # _dispatch(): after a busy-poll hit this is the path to the
-            # callback, which is the latency poll mode exists to cut.
-            if hit_node is not None and not hit_node.deleted:  # never external: see step 4
+            # callback, which is the latency poll mode exists to cut.  A
+            # handler the backend also found ready gets its io_read or
+            # io_write in _dispatch() *instead* (SPEC 5: io_poll_ready is for
+            # a hit with no fd readiness), never both for one piece of work.
+            if (
+                hit_node is not None and not hit_node.deleted and not hit_node.revents
+            ):  # never external: see step 4
                 try:
                     hit_node.io_poll_ready(hit_node.opaque)  # type: ignore[misc]
                 except Exception as exc:
@@ -789,7 +794,11 @@ class AioContext:
             ready = self._poll_ready
             while ready:
                 node = ready.pop(0)
-                if node.deleted or (node.is_external and self._external_disabled):
+                if (
+                    node.deleted
+                    or node.revents
+                    or (node.is_external and self._external_disabled)
+                ):
                     continue
                 progress = True
                 try:

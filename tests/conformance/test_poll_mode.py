@@ -507,6 +507,35 @@ def test_io_poll_ready_runs_instead_of_io_read(ctx: AioContext) -> None:
         os.close(w)
 
 
+def test_a_hit_on_a_handler_the_wait_found_ready_runs_io_read_alone(ctx: AioContext) -> None:
+    # SPEC 5: io_poll_ready is for a hit with *no* fd readiness (QEMU:
+    # poll_ready && revents == 0).  When the wait also reports the fd (here a
+    # handler without io_poll makes the backend wait), the one piece of work
+    # is dispatched once, to io_read, not to both callbacks.
+    r, w = make_pipe()
+    other_r, other_w = make_pipe()
+    try:
+        rec = Recorder()
+        ctx.set_fd_handler(
+            r, rec.cb("read"), None, lambda _o: True, "op", io_poll_ready=rec.cb("ready")
+        )
+        ctx.set_fd_handler(other_r, lambda _o: None)  # no io_poll: the backend waits
+        ctx.poll(False)
+        rec.calls.clear()
+        os.write(w, b"x")
+        assert ctx.poll(False) is True
+        assert rec.names() == ["read"]
+        os.read(r, 1)
+        # With nothing to read, the hit alone goes to io_poll_ready.
+        assert ctx.poll(False) is True
+        assert rec.names() == ["read", "ready"]
+    finally:
+        ctx.set_fd_handler(r, None)
+        ctx.set_fd_handler(other_r, None)
+        for fd in (r, w, other_r, other_w):
+            os.close(fd)
+
+
 # -- SPEC 2 step 5: no system call --------------------------------------------------------
 
 

@@ -428,7 +428,9 @@ class Model:
         progress = False
         while self.poll_ready:
             rec = self.poll_ready.pop(0)
-            if rec.deleted or self.ext_off(rec):
+            # SPEC 5: io_poll_ready only for a hit with no fd readiness;
+            # with readiness, the fd dispatch below runs io_read instead.
+            if rec.deleted or rec.revents or self.ext_off(rec):
                 continue
             progress = True
             self.expect(("ready", rec.slot, rec.gen))
