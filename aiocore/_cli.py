@@ -49,7 +49,13 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
 
 
 def selection(registry: PluginRegistry) -> dict[str, Any]:
-    """What a context created here with no argument would run on, and why."""
+    """What a context created here with no argument would run on, and why.
+
+    Makes the checks ``AioContext()`` makes, with the same helpers, so that
+    an ``"error"`` here means ``AioContext()`` would raise: the names of the
+    backends and the notifier, every backend's options (not only the
+    selected one's), then opening the selected backend.
+    """
     result: dict[str, Any] = {}
     try:
         cfg = resolve(registry=registry)
@@ -59,12 +65,14 @@ def selection(registry: PluginRegistry) -> dict[str, Any]:
     result["requested"] = names
     result["origin"] = cfg.backend.origin
     skipped: dict[str, str] = {}
+    result["skipped"] = skipped
     try:
         # As AioContext() does: an unknown name is an error, not a skip.
-        registry.check_backend_names(names)
-    except UnknownBackendError as exc:
-        result["error"] = f"{exc} (requested by {cfg.backend.origin})"
-        result["skipped"] = skipped
+        cfg.check_names(registry)
+        options = {name: cfg.options_for(registry, name) for name in registry.backends}
+        registry.notifier_class(cfg.notifier.value)
+    except (ConfigError, UnknownBackendError, BackendUnavailable) as exc:
+        result["error"] = str(exc)
         return result
     for name in names:
         reason = registry.probe(name)
@@ -73,9 +81,7 @@ def selection(registry: PluginRegistry) -> dict[str, Any]:
             continue
         result["selected"] = name
         try:
-            backend = registry.open_backend(
-                [name], lambda n: cfg.options_for(registry, n), lambda _m: None
-            )
+            backend = registry.open_backend([name], options.__getitem__, lambda _m: None)
         except (OSError, BackendUnavailable, ConfigError) as exc:
             result["error"] = f"{name} could not be opened: {exc}"
         else:
@@ -85,7 +91,6 @@ def selection(registry: PluginRegistry) -> dict[str, Any]:
             finally:
                 backend.close()
         break
-    result["skipped"] = skipped
     return result
 
 
@@ -112,8 +117,8 @@ def _cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
         for p in registry.plugins.values()
         if p.status != "loaded"
     ]
-    # Exit 1 when a context created here would fail to pick a backend.
-    status = 1 if "selected" not in sel else 0
+    # Exit 1 when a context created here would fail (AioContext() would raise).
+    status = 1 if "error" in sel or "selected" not in sel else 0
     if args.json:
         json.dump(
             {"backends": data, "selection": sel, "plugins_not_loaded": missing},
@@ -133,12 +138,19 @@ def _cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _write_selection(sel: dict[str, Any], out: TextIO) -> None:
-    if "error" in sel and "selected" not in sel:
-        out.write(f"selection: error: {sel['error']}\n")
+    for name, reason in sel.get("skipped", {}).items():
+        out.write(f"skipped {name}: {reason}\n")
+    if "error" in sel:
+        # A new context would raise: never claim it "runs on" anything.
+        if "selected" in sel:
+            out.write(
+                f"selection: {sel['selected']} (requested [{', '.join(sel['requested'])}] "
+                f"by {sel['origin']}); a new context fails: {sel['error']}\n"
+            )
+        else:
+            out.write(f"selection: error: {sel['error']}\n")
         return
     requested = ", ".join(sel["requested"])
-    for name, reason in sel["skipped"].items():
-        out.write(f"skipped {name}: {reason}\n")
     if "selected" not in sel:
         out.write(f"selection: none of [{requested}] ({sel['origin']}) is available here\n")
         return
@@ -152,8 +164,6 @@ def _write_selection(sel: dict[str, Any], out: TextIO) -> None:
     )
     if stats.get("choice"):
         out.write(f"why: {stats['choice']}\n")
-    if "error" in sel:
-        out.write(f"warning: {sel['error']}\n")
 
 
 def _cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:

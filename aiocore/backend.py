@@ -103,7 +103,8 @@ class Option:
 
     ``kind`` is the accepted Python type (``bool`` is not accepted where
     ``int`` is asked, because TOML keeps them apart and so should we);
-    ``minimum`` bounds integers; ``choices`` bounds strings.
+    ``minimum`` and ``maximum`` bound integers (inclusive); ``choices``
+    bounds strings.
     """
 
     kind: type
@@ -111,6 +112,7 @@ class Option:
     doc: str
     minimum: int | None = None
     choices: tuple[str, ...] | None = None
+    maximum: int | None = None
 
     def check(self, key: str, value: object) -> object:
         """Return *value* if it is acceptable for *key*, else raise naming both."""
@@ -119,8 +121,15 @@ class Option:
             raise TypeError(
                 f"option {key!r} must be {self.kind.__name__}, got {type(value).__name__} {value!r}"
             )
-        if self.minimum is not None and value < self.minimum:  # type: ignore[operator]
-            raise ValueError(f"option {key!r} must be >= {self.minimum}, got {value!r}")
+        low, high = self.minimum, self.maximum
+        if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
+            if high is None:
+                accepted = f">= {low}"
+            elif low is None:
+                accepted = f"<= {high}"
+            else:
+                accepted = f"in {low}..{high}"
+            raise ValueError(f"option {key!r} must be {accepted}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ValueError(
                 f"option {key!r} must be one of {', '.join(map(repr, self.choices))}, got {value!r}"

@@ -286,16 +286,19 @@ class IoUringBackend(Backend):
             int,
             256,
             "SQ ring size (rounded up to a power of two by the kernel). Changes of more "
-            "fds than this in one iteration are submitted in several batches.",
+            "fds than this in one iteration are submitted in several batches. At most "
+            "32768, the kernel's IORING_MAX_ENTRIES.",
             minimum=1,
+            maximum=32768,
         ),
         "cq_entries": Option(
             int,
             0,
             "CQ ring size (at least 'entries'); 0 lets the kernel pick twice 'entries'. "
             "Make it at least the number of fds that may become ready at once to avoid "
-            "overflow handling.",
+            "overflow handling. At most 65536, the kernel's IORING_MAX_CQ_ENTRIES.",
             minimum=0,
+            maximum=65536,
         ),
         "multishot": Option(
             str,

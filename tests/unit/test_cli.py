@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from aiocore import _plugins
+from aiocore import AioContext, BackendUnavailable, ConfigError, UnknownBackendError, _plugins
 from aiocore._cli import main
 
 
@@ -108,3 +112,75 @@ def test_console_script_installed() -> None:
     assert exe is not None, "the aiocore console script is not on PATH"
     proc = subprocess.run([exe, "plugins"], capture_output=True, text=True, timeout=60, check=True)
     assert "PLUGIN" in proc.stdout
+
+
+# -- `aiocore backends` agrees with AioContext() ------------------------------------
+
+
+def context_error(registry: _plugins.PluginRegistry) -> str | None:
+    """What ``AioContext()`` raises here (as the CLI sees it), or ``None``."""
+    try:
+        AioContext(registry=registry).close()
+    except (ConfigError, UnknownBackendError, BackendUnavailable) as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("toml", "match"),
+    [
+        # An option of a backend that is not the one selected (auto runs on poll).
+        (
+            '[backends.io_uring]\nentries = "big"\n',
+            "key backends.io_uring.entries: option 'entries' must be int, got str 'big'",
+        ),
+        (
+            'backend = "io_uring"\n[backends.io_uring]\nentries = 100000\n',
+            "key backends.io_uring.entries: option 'entries' must be in 1..32768, got 100000",
+        ),
+        (
+            'backend = "epoll"\n[backends.io_uring]\ncq_entries = 4294967297\n',
+            "option 'cq_entries' must be in 0..65536, got 4294967297",
+        ),
+        # The notifier is checked too.
+        ('notifier = "bogus"\n', "key notifier: unknown notifier kind 'bogus'"),
+    ],
+)
+def test_backends_reports_what_aiocore_context_would_raise(
+    tmp_path: Path, toml: str, match: str
+) -> None:
+    (tmp_path / "aiocore.toml").write_text(toml)
+    registry = _plugins.default_registry()
+    error = context_error(registry)
+    assert error is not None and match in error
+    status, text = run("backends")
+    assert status == 1
+    sel = [ln for ln in text.splitlines() if ln.startswith("selection:")]
+    assert sel == [f"selection: error: {error}"]
+    assert "runs on" not in text
+    status, text = run("backends", "--json")
+    assert status == 1
+    data = json.loads(text)["selection"]
+    assert data["error"] == error
+    assert "runs_on" not in data
+
+
+def test_backends_exits_1_when_the_selected_backend_cannot_be_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: _plugins.PluginRegistry, names: Any, *args: Any, **kw: Any) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(_plugins.PluginRegistry, "open_backend", refuse)
+    monkeypatch.setenv("AIOCORE_BACKEND", "poll")
+    status, text = run("backends")
+    assert status == 1
+    sel = [ln for ln in text.splitlines() if ln.startswith("selection:")]
+    assert len(sel) == 1
+    assert sel[0].startswith(
+        "selection: poll (requested [poll] by environment variable AIOCORE_BACKEND); "
+        "a new context fails: poll could not be opened: [Errno 24]"
+    )
+    status, text = run("backends", "--json")
+    assert status == 1
+    assert json.loads(text)["selection"]["selected"] == "poll"

@@ -16,6 +16,7 @@ import aiocore
 from aiocore import ConfigError, PluginRegistry
 from aiocore._cli import main
 from aiocore._config import find_config_file, resolve
+from aiocore.backend import Option
 
 
 @pytest.fixture
@@ -141,6 +142,25 @@ def test_env_list_takes_first_available(
         ),
         ("[backends.auto]\nthreshold = 3\n", r"backend 'auto' has no option 'threshold'"),
         ("[backends.nosuch]\nx = 1\n", r"no backend 'nosuch' is registered; known backends:"),
+        # The kernel's limits (IORING_MAX_ENTRIES, IORING_MAX_CQ_ENTRIES), checked
+        # before a ring is made, for whichever backend is selected; ctypes would
+        # silently truncate 4294967300 to a 4-entry ring.
+        (
+            "[backends.io_uring]\nentries = 100000\n",
+            r"key backends.io_uring.entries: option 'entries' must be in 1..32768, got 100000",
+        ),
+        (
+            'backend = "io_uring"\n[backends.io_uring]\nentries = 4294967300\n',
+            r"key backends.io_uring.entries: option 'entries' must be in 1..32768, got 4294967300",
+        ),
+        (
+            "[backends.io_uring]\nentries = 0\n",
+            r"key backends.io_uring.entries: option 'entries' must be in 1..32768, got 0",
+        ),
+        (
+            "[backends.io_uring]\ncq_entries = 65537\n",
+            r"key backends.io_uring.cq_entries: option 'cq_entries' must be in 0..65536, got 65537",
+        ),
     ],
 )
 def test_malformed_config_names_file_and_key(
@@ -238,3 +258,28 @@ def test_info_reports_config_error(tmp_path: Path) -> None:
     assert main(["info"], out) == 1
     assert "configuration error:" in out.getvalue()
     assert "key nonsense: unknown key" in out.getvalue()
+
+
+def test_io_uring_ring_sizes_up_to_the_kernel_limits_are_accepted(
+    tmp_path: Path, reg: PluginRegistry
+) -> None:
+    write(tmp_path / "aiocore.toml", "[backends.io_uring]\nentries = 32768\ncq_entries = 65536\n")
+    cfg = resolve(registry=reg, env={})
+    opts = cfg.options_for(reg, "io_uring")
+    assert (opts["entries"], opts["cq_entries"]) == (32768, 65536)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (Option(int, 1, "", minimum=1, maximum=8), 9, "option 'n' must be in 1..8, got 9"),
+        (Option(int, 1, "", minimum=1, maximum=8), 0, "option 'n' must be in 1..8, got 0"),
+        (Option(int, 1, "", maximum=8), 9, "option 'n' must be <= 8, got 9"),
+        (Option(int, 1, "", minimum=1), 0, "option 'n' must be >= 1, got 0"),
+    ],
+)
+def test_option_bounds_name_the_key_and_range(option: Option, value: int, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        option.check("n", value)
+    assert str(info.value) == message
+    assert option.check("n", 8 if option.maximum else 1) in (1, 8)
