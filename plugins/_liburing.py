@@ -428,9 +428,7 @@ def _bind(path: str, handle: ctypes.CDLL) -> Liburing:
         wait_cqe_timeout=fn(
             "io_uring_wait_cqe_timeout", ctypes.c_int, _c_void_p, _c_void_p, _c_void_p
         ),
-        peek_batch_cqe=fn(
-            "io_uring_peek_batch_cqe", ctypes.c_uint, _c_void_p, _c_void_p, _c_uint
-        ),
+        peek_batch_cqe=fn("io_uring_peek_batch_cqe", ctypes.c_uint, _c_void_p, _c_void_p, _c_uint),
         submit_and_wait_timeout=swt,
         submit_and_wait_timeout_raw=swt_raw,
         has_get_sqe=hasattr(handle, "io_uring_get_sqe"),

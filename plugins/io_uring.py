@@ -482,10 +482,7 @@ class IoUringBackend(Backend):
                 if self._rearm:
                     self._arm_pending()
                 head = cq_khead[0]
-            if (
-                self._ru32[SQE_TAIL_INDEX] != self._sq_khead[0]
-                and self._submit_fn(self._addr) < 0
-            ):
+            if self._ru32[SQE_TAIL_INDEX] != self._sq_khead[0] and self._submit_fn(self._addr) < 0:
                 # Completions were already in (or this is a poll): the
                 # pending re-arms went in without waiting (still-ready fds
                 # complete inline); a refused submit is retried by _submit.
@@ -518,7 +515,8 @@ class IoUringBackend(Backend):
                     if ready:
                         events.append((fd, ready))
                         _pack_sqe(sqes, (stail & sq_mask) << 6, IORING_OP_POLL_ADD, 0, 0, fd,
-                                  0, 0, 0, (tag >> _EV_SHIFT) & _EV_MASK, tag, 0, 0, 0, 0, 0)
+                                  0, 0, 0, (tag >> _EV_SHIFT) & _EV_MASK, tag,
+                                  0, 0, 0, 0, 0)  # fmt: skip
                         stail = (stail + 1) & _U32
                         room -= 1
                         continue
@@ -580,8 +578,16 @@ class IoUringBackend(Backend):
         self._seq = seq
         return (seq << _SEQ_SHIFT) | ((mask & _EV_MASK) << _EV_SHIFT) | fd
 
-    def _push(self, opcode: int, fd: int, addr: int, length: int, events: int,
-              user_data: int, flags: int = 0) -> None:
+    def _push(
+        self,
+        opcode: int,
+        fd: int,
+        addr: int,
+        length: int,
+        events: int,
+        user_data: int,
+        flags: int = 0,
+    ) -> None:
         """Write one SQE, submitting first if the SQ is full (cold-path helper)."""
         ru32 = self._ru32
         tail = ru32[SQE_TAIL_INDEX]
@@ -590,12 +596,11 @@ class IoUringBackend(Backend):
             self._submit()
             tail = ru32[SQE_TAIL_INDEX]
         _pack_sqe(self._sqes, (tail & self._sq_mask) << 6, opcode, flags, 0, fd, 0, addr,
-                  length, events, user_data, 0, 0, 0, 0, 0)
+                  length, events, user_data, 0, 0, 0, 0, 0)  # fmt: skip
         ru32[SQE_TAIL_INDEX] = (tail + 1) & _U32
 
     def _push_remove(self, user_data: int) -> None:
-        self._push(IORING_OP_POLL_REMOVE, -1, user_data, 0, 0, _REMOVE_TAG,
-                   self._skip_remove_cqe)
+        self._push(IORING_OP_POLL_REMOVE, -1, user_data, 0, 0, _REMOVE_TAG, self._skip_remove_cqe)
 
     def _submit(self) -> None:
         """Submit the whole SQ; on ``-EBUSY``/``-EAGAIN`` reap (flush overflow) and retry."""
@@ -813,7 +818,7 @@ class IoUringBackend(Backend):
                     if report:
                         events.append((fd, ready))
                     _pack_sqe(sqes, (stail & sq_mask) << 6, IORING_OP_POLL_ADD, 0, 0, fd, 0, 0,
-                              0, (tag >> _EV_SHIFT) & _EV_MASK, tag, 0, 0, 0, 0, 0)
+                              0, (tag >> _EV_SHIFT) & _EV_MASK, tag, 0, 0, 0, 0, 0)  # fmt: skip
                     stail = (stail + 1) & _U32
                     room -= 1
                     continue
@@ -830,8 +835,9 @@ class IoUringBackend(Backend):
         cq_khead[0] = head
         return events
 
-    def _cqe_slow(self, fd: int, tag: int, res: int, slot: int,
-                  events: list[tuple[int, int]]) -> None:
+    def _cqe_slow(
+        self, fd: int, tag: int, res: int, slot: int, events: list[tuple[int, int]]
+    ) -> None:
         """One-shot mode: a live CQE the hot loop does not handle in place."""
         if tag & _PARK:
             self._parked_cqe(fd, tag, res, slot, events)
@@ -918,13 +924,17 @@ class IoUringBackend(Backend):
             self._rearm[fd] = tag & ~_PARK
         elif err == errno.EINVAL and tag & _PARK:
             self._can_park = False
-            self.setup.log("io_uring: this kernel refuses multishot poll; "
-                           "a fd with only POLLRDHUP ready may spin")
+            self.setup.log(
+                "io_uring: this kernel refuses multishot poll; "
+                "a fd with only POLLRDHUP ready may spin"
+            )
             self._rearm[fd] = tag & ~_PARK
         else:
-            self.setup.log(f"io_uring: POLL_ADD for fd {fd} failed with "
-                           f"{errno.errorcode.get(err, err)}; reporting EVENT_ERR once and "
-                           "not watching it until its handler changes")
+            self.setup.log(
+                f"io_uring: POLL_ADD for fd {fd} failed with "
+                f"{errno.errorcode.get(err, err)}; reporting EVENT_ERR once and "
+                "not watching it until its handler changes"
+            )
             events.append((fd, EVENT_ERR))
             self._dropped.add(fd)
 
@@ -936,8 +946,9 @@ class IoUringBackend(Backend):
         else:
             self._rearm[fd] = tag
 
-    def _parked_cqe(self, fd: int, tag: int, res: int, slot: int,
-                    events: list[tuple[int, int]]) -> None:
+    def _parked_cqe(
+        self, fd: int, tag: int, res: int, slot: int, events: list[tuple[int, int]]
+    ) -> None:
         more = self._cqe_u32[(slot << 2) | 3] & IORING_CQE_F_MORE
         ready = res & _REPORTABLE if res > 0 else 0
         if ready:
@@ -959,8 +970,10 @@ class IoUringBackend(Backend):
             self._can_park = False
             self._general = self._swt is None
             self._probe.clear()
-            self.setup.log("io_uring: the kernel refused multishot POLL_ADD (EINVAL); "
-                           "switching to one-shot POLL_ADD")
+            self.setup.log(
+                "io_uring: the kernel refused multishot POLL_ADD (EINVAL); "
+                "switching to one-shot POLL_ADD"
+            )
 
     def _finish(self, events: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The cold end of a wait: flush CQ overflow, resync after drops, merge held events."""
@@ -998,8 +1011,10 @@ class IoUringBackend(Backend):
     def _resync(self) -> None:
         """CQEs were dropped: cancel and re-arm every watched fd (a level re-check)."""
         self._stats["resyncs"] += 1
-        self.setup.log("io_uring: the kernel dropped completions (CQ overflow without "
-                       "NODROP); re-arming every fd")
+        self.setup.log(
+            "io_uring: the kernel dropped completions (CQ overflow without "
+            "NODROP); re-arming every fd"
+        )
         live = self._live
         for fd, mask in self._mask.items():
             if fd in self._dropped:

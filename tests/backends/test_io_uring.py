@@ -60,8 +60,10 @@ def _io_uring_available(request: pytest.FixtureRequest) -> None:
     if reason is None:
         return
     if _required():
-        pytest.fail(f"io_uring is required here (AIOCORE_REQUIRE_BACKENDS) but unavailable: "
-                    f"{reason}", pytrace=False)
+        pytest.fail(
+            f"io_uring is required here (AIOCORE_REQUIRE_BACKENDS) but unavailable: {reason}",
+            pytrace=False,
+        )
     pytest.skip(f"io_uring unavailable: {reason}")
 
 
@@ -307,9 +309,7 @@ def test_removed_while_completion_in_flight(make: Factory, sockets: Any, mode: s
     assert not backend.need_wait()
 
 
-def test_no_stale_report_when_fd_number_is_reused(
-    make: Factory, sockets: Any, mode: str
-) -> None:
+def test_no_stale_report_when_fd_number_is_reused(make: Factory, sockets: Any, mode: str) -> None:
     backend = make(multishot=mode)
     a, b = sockets()
     fd = a.fileno()
@@ -342,8 +342,7 @@ def test_removal_then_readd_same_iteration(make: Factory, sockets: Any, mode: st
     assert as_dict(backend.wait(0)) == {fd: EVENT_IN}
 
 
-def test_cross_thread_update_wakes_through_notifier(make: Factory, sockets: Any,
-                                                    mode: str) -> None:
+def test_cross_thread_update_wakes_through_notifier(make: Factory, sockets: Any, mode: str) -> None:
     """update() from another thread, then a notifier write (what ctx.notify does)."""
     backend = make(multishot=mode)
     notifier_r, notifier_w = sockets()
@@ -481,8 +480,7 @@ def test_eintr_timed_wait_neither_raises_nor_returns_early(
     assert len(sigalrm_every_10ms) >= 3, "no signal arrived during the wait"
 
 
-def test_eintr_infinite_wait_sigusr1_from_thread(make: Factory, sockets: Any,
-                                                 mode: str) -> None:
+def test_eintr_infinite_wait_sigusr1_from_thread(make: Factory, sockets: Any, mode: str) -> None:
     backend = make(multishot=mode)
     a, b = sockets()
     backend.update(a.fileno(), 0, EVENT_IN)
@@ -634,8 +632,9 @@ def _libc_path() -> str:
     return ctypes.util.find_library("c") or "libc.so.6"
 
 
-def test_refused_library_that_is_not_liburing(monkeypatch: pytest.MonkeyPatch,
-                                              logs: list[str]) -> None:
+def test_refused_library_that_is_not_liburing(
+    monkeypatch: pytest.MonkeyPatch, logs: list[str]
+) -> None:
     path = _libc_path()
     monkeypatch.setenv(_liburing.ENV_VAR, path)
     reason = IoUringBackend.probe()
@@ -647,8 +646,7 @@ def test_refused_library_that_is_not_liburing(monkeypatch: pytest.MonkeyPatch,
         IoUringBackend(BackendSetup(options=opts, open=_no_open, log=logs.append))
 
 
-def test_refused_library_that_does_not_load(monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Any) -> None:
+def test_refused_library_that_does_not_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     missing = str(tmp_path / "liburing-missing.so.2")
     monkeypatch.setenv(_liburing.ENV_VAR, missing)
     reason = IoUringBackend.probe()
@@ -672,8 +670,14 @@ def test_refused_library_search_names_every_candidate() -> None:
         """
     )
     env = {k: v for k, v in os.environ.items() if k != _liburing.ENV_VAR}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout
     for name in (*_liburing.LIBRARY_NAMES, "find_library('uring')", "liburing2", "Fedora"):
         assert name in out, out
 
@@ -703,8 +707,9 @@ def test_refused_ring_setup_by_the_kernel() -> None:
         print("probe:", IoUringBackend.probe())
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert "io_uring_setup failed with EMFILE" in out, out
     assert "too many open files" in out
     assert "probe: None" in out
@@ -718,8 +723,11 @@ def test_setup_errno_explanations() -> None:
 
 
 def test_liburing_loads_lazily() -> None:
-    code = "import sys, aiocore; aiocore.PluginRegistry(autoload=False); " \
-           "print(any('uring' in l for l in open('/proc/self/maps')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout.strip()
+    code = (
+        "import sys, aiocore; aiocore.PluginRegistry(autoload=False); "
+        "print(any('uring' in l for l in open('/proc/self/maps')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
     assert out == "False"
