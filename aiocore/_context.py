@@ -49,6 +49,9 @@ The kick itself holds ``_kick_lock``, which :meth:`close` takes to close the
 notifier: a waker preempted between reading ``_notify_me`` and writing the
 fd can then never write to a closed notifier, or to an unrelated file that
 reused its fd number.  Only the kick (a system call anyway) takes the lock.
+It is reentrant, so a signal handler that calls ``notify()`` while its
+thread is inside the kick writes the notifier a second time (harmless)
+instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -164,7 +167,10 @@ class AioContext:
         self._notify_me = 0
         self._notified = False
         self._kicked = False
-        self._kick_lock = threading.Lock()  # notify()'s kick against close()
+        # notify()'s kick against close().  Reentrant: a signal handler (run
+        # by CPython between two bytecodes of the main thread) may call
+        # notify(), or schedule a BH, while that thread is inside the kick.
+        self._kick_lock = threading.RLock()
 
         self._depth = 0  # poll() nesting level
         self._external_disabled = 0

@@ -458,3 +458,32 @@ def test_no_lost_wakeups(ctx: AioContext, waker: str, pair: Pair) -> None:
         stop.set()
         w.join()
     assert not guard.fired
+
+
+def test_notify_reentered_during_its_own_kick_does_not_deadlock(ctx: AioContext) -> None:
+    # A Python signal handler runs in the main thread between two bytecodes,
+    # so it may call notify() (QEMU's termination handler does) while that
+    # thread is inside notify()'s kick.  Stand-in for the signal: the
+    # notifier's set() calls notify() once, re-entering the kick.  The poll
+    # being woken is stood in for by the announcement it makes.
+    event = ctx._event
+    real_set = event.set
+    depth: list[int] = []
+
+    def set_reentering() -> None:
+        if not depth:
+            depth.append(1)
+            ctx.notify()
+        real_set()
+
+    event.set = set_reentering  # type: ignore[method-assign]
+    ctx._notify_me += 2
+    t = threading.Thread(target=ctx.notify, daemon=True)  # daemon: a deadlock must not hang exit
+    try:
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "notify() deadlocked on its own kick lock"
+    finally:
+        ctx._notify_me -= 2
+        del event.set
+    assert ctx.poll(False) is False  # the kick is drained, no progress
