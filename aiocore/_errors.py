@@ -57,6 +57,11 @@ def check_int(value: object, argname: str) -> int:
     raise TypeError(f"{argname} must be an int, got {type(value).__name__} {value!r}")
 
 
+#: The largest fd number: fds are C ints, and a larger number would reach a
+#: backend's system call wrapper and fail there (OverflowError) unnamed.
+_FD_MAX = 2**31 - 1
+
+
 def check_fd(fd: object, argname: str = "fd") -> int:
     """Return the file descriptor number of *fd* (an int >= 0, or an object with fileno())."""
     if type(fd) is not int:
@@ -68,8 +73,8 @@ def check_fd(fd: object, argname: str = "fd") -> int:
         fd = int(fd) if isinstance(fd, int) else fd.fileno()
         if type(fd) is not int:
             raise TypeError(f"{argname}.fileno() must return an int, got {fd!r}")
-    if fd < 0:
-        raise ValueError(f"{argname} must be >= 0, got {fd}")
+    if not 0 <= fd <= _FD_MAX:
+        raise ValueError(f"{argname} must be >= 0 and <= {_FD_MAX} (a C int), got {fd}")
     return fd
 
 
