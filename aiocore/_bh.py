@@ -26,10 +26,26 @@ resumed by the next ``poll()``.
 The lock guards the live queue, each BH's ``_where`` and ``_idle`` while
 queued, and ``nonidle`` (non-idle BHs in the live queue), which
 ``compute_timeout()`` reads without locking.
+
+Two options of internal one-shots (:meth:`BHQueue.schedule_oneshot`), for
+the coroutine driver, which rides on one-shot BHs:
+
+* ``on_drop``: ``close()`` drops every queued BH.  For most BHs that is the
+  whole story, but a one-shot can stand for a promise made to someone else
+  (a coroutine marked "scheduled" until its BH runs).  ``close()`` calls
+  ``on_drop(opaques)`` once per hook with the opaques of the dropped
+  one-shots that named it, after the queue is closed, so the owner can undo
+  the promise.  A hook that raises is logged: ``close()`` must go on
+  releasing resources.
+* ``own_errors``: the callback reports its exceptions to the exception
+  handler itself, so what escapes it is what the *handler* raised (SPEC 12:
+  that makes ``poll()`` raise).  The pass lets it propagate instead of
+  handing it to the handler a second time.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +53,11 @@ from typing import Any
 from ._errors import check_callback
 
 __all__ = ["BH", "BHQueue"]
+
+log = logging.getLogger("aiocore")
+
+#: ``on_drop`` of :meth:`BHQueue.schedule_oneshot`: gets the dropped opaques.
+DropHook = Callable[[list[Any]], object]
 
 
 class BH:
@@ -46,7 +67,16 @@ class BH:
     later ``poll()``.
     """
 
-    __slots__ = ("_cb", "_deleted", "_idle", "_opaque", "_queue", "_where")
+    __slots__ = (
+        "_cb",
+        "_deleted",
+        "_idle",
+        "_on_drop",
+        "_opaque",
+        "_own_errors",
+        "_queue",
+        "_where",
+    )
 
     def __init__(self, queue: BHQueue, cb: Callable[[Any], object], opaque: object) -> None:
         self._queue = queue
@@ -56,6 +86,9 @@ class BH:
         self._where: dict[BH, None] | None = None
         self._idle = False
         self._deleted = False
+        #: See the module docstring; set only on internal one-shots.
+        self._on_drop: DropHook | None = None
+        self._own_errors = False
 
     def __repr__(self) -> str:
         state = "deleted" if self._deleted else "scheduled" if self._where is not None else "idle"
@@ -161,9 +194,22 @@ class BHQueue:
             bh._where = self._live
         self._notify()
 
-    def schedule_oneshot(self, cb: Callable[[Any], object], opaque: object) -> None:
-        """Run ``cb(opaque)`` once at the next pass, then forget it."""
+    def schedule_oneshot(
+        self,
+        cb: Callable[[Any], object],
+        opaque: object,
+        *,
+        on_drop: DropHook | None = None,
+        own_errors: bool = False,
+    ) -> None:
+        """Run ``cb(opaque)`` once at the next pass, then forget it.
+
+        *on_drop* and *own_errors* are for internal callers; see the module
+        docstring.
+        """
         bh = BH(self, cb, opaque)
+        bh._on_drop = on_drop
+        bh._own_errors = own_errors
         bh.schedule()
         # Retired now: nobody else holds it, so it can never be rescheduled.
         bh._deleted = True
@@ -214,6 +260,8 @@ class BHQueue:
                 try:
                     bh._cb(bh._opaque)
                 except Exception as exc:
+                    if bh._own_errors:
+                        raise  # the handler raised it: reported already
                     self._on_error(exc)
             if self._batch is batch_iter:
                 self._batch = None
@@ -221,14 +269,37 @@ class BHQueue:
                 return progress
 
     def close(self) -> None:
-        """Unschedule everything; later ``schedule()`` raises ``RuntimeError``."""
+        """Unschedule everything; later ``schedule()`` raises ``RuntimeError``.
+
+        Then calls the ``on_drop`` hooks of the dropped one-shots that have one.
+        """
+        dropped: list[BH] = []
         with self._lock:
             self.closed = True
             for bh in self._live:
                 bh._where = None
+                if bh._on_drop is not None:
+                    dropped.append(bh)
             self._live.clear()
             if self._batch is not None:
+                batch = self._batch_dict
                 for bh in self._batch:
+                    if bh._where is batch and bh._on_drop is not None:
+                        dropped.append(bh)
                     bh._where = None
             self._batch = None
             self.nonidle = 0
+        if dropped:
+            self._call_drop_hooks(dropped)
+
+    @staticmethod
+    def _call_drop_hooks(dropped: list[BH]) -> None:
+        by_hook: dict[DropHook, list[Any]] = {}
+        for bh in dropped:
+            assert bh._on_drop is not None
+            by_hook.setdefault(bh._on_drop, []).append(bh._opaque)
+        for hook, opaques in by_hook.items():
+            try:
+                hook(opaques)
+            except Exception:
+                log.exception("on_drop hook %r raised while a BH queue closed", hook)

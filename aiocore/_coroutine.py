@@ -39,6 +39,9 @@ Why the rules are what they are:
   raises ``RuntimeError`` naming the coroutine and the first scheduling.  In
   QEMU that is an abort; entering a coroutine twice would resume it from a
   wait it is not in.
+  The mark is cleared if the context closes before the coroutine ran (its
+  BH is dropped; a warning on the ``aiocore`` logger names it), so it can be
+  scheduled elsewhere instead of staying "scheduled" for ever.
 * **Never entered while running.**  A coroutine that is running (in its own
   thread, say, between publishing itself to others and suspending) can still
   be scheduled: the scheduling is recorded and carried out by the driver the
@@ -50,7 +53,12 @@ Why the rules are what they are:
   context (``co_schedule(other, co)``) moves it.
 
 A coroutine that raises reports the exception through its context's exception
-handler (SPEC 12; default: logged) and keeps it for :meth:`Coroutine.result`.
+handler (SPEC 12; default: logged), once, and keeps it for
+:meth:`Coroutine.result`.  A handler that re-raises makes ``poll()`` raise
+what it raised: the BH or sleep timer that entered the coroutine lets it
+through instead of reporting it a second time.  (Entered by ``co_enter`` or
+``co_wake`` from your own code, what the handler raised comes out of that
+call.)
 A ``BaseException`` (KeyboardInterrupt) propagates out of the driver at once,
 after any coroutines it still had queued were handed to BHs, so none is lost.
 """
@@ -58,6 +66,7 @@ after any coroutines it still had queued were handed to BHs, so none is lost.
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Generator
@@ -80,6 +89,8 @@ __all__ = [
     "sleep_ns",
     "yield_",
 ]
+
+log = logging.getLogger("aiocore")
 
 _CREATED: Final = 0
 _RUNNING: Final = 1
@@ -265,9 +276,20 @@ def _mark(
 
 
 def _post(ctx: AioContext, co: Coroutine) -> None:
-    """Enter the (marked) *co* in *ctx* at its next BH pass; unmark on failure."""
+    """Enter the (marked) *co* in *ctx* at its next BH pass; unmark on failure.
+
+    The one-shot goes straight to the context's BH queue, for two options
+    ``bh_schedule_oneshot`` does not offer (see :mod:`._bh`): *on_drop*
+    unmarks *co* if the context closes before the BH ran (else *co* would
+    stay "scheduled" for ever and could never be scheduled anywhere else),
+    and *own_errors* because :func:`_drive` reports to the exception handler
+    itself (else a handler that re-raises would be called a second time,
+    with its own exception, by the BH pass).
+    """
     try:
-        ctx.bh_schedule_oneshot(_scheduled_bh, (ctx, co))
+        if ctx.closed:
+            raise RuntimeError("this AioContext is closed")
+        ctx._bhs.schedule_oneshot(_scheduled_bh, (ctx, co), on_drop=_dropped, own_errors=True)
     except BaseException:
         with co._lock:
             co._scheduled = None
@@ -277,6 +299,27 @@ def _post(ctx: AioContext, co: Coroutine) -> None:
 def _scheduled_bh(arg: tuple[AioContext, Coroutine]) -> None:
     ctx, co = arg
     _drive(ctx, co)
+
+
+def _dropped(args: list[tuple[AioContext, Coroutine]]) -> None:
+    """A context closed with these coroutines' BHs queued: unmark and report them.
+
+    Reported as one warning on the ``aiocore`` logger, not through the
+    exception handler: this runs inside ``close()``, which must release
+    every resource whatever a handler does, and nothing raised here could
+    reach anyone who can act on it.  Each coroutine is left as it was
+    before it was scheduled (not started, or suspended where it was), so it
+    can be scheduled into another context.
+    """
+    for _ctx, co in args:
+        with co._lock:
+            co._scheduled = None
+    log.warning(
+        "%d coroutine(s) were scheduled into a context that closed before they ran; "
+        "they were not entered and are no longer scheduled (schedule them elsewhere): %s",
+        len(args),
+        ", ".join(repr(co) for _ctx, co in args),
+    )
 
 
 def co_schedule(ctx: AioContext, co: Coroutine) -> None:
@@ -483,6 +526,9 @@ class _Sleep:
         assert ctx is not None
         token = object()
         timer = ctx.timer_new_ns(self._clock, _sleep_timer_cb, (co, token))
+        # The driver reports to the exception handler itself: what escapes
+        # the callback is what the handler raised (see _post).
+        timer._own_errors = True
         timer.mod_ns(clock_get_ns(self._clock) + self._ns)
         co._token = token
         try:

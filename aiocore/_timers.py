@@ -15,6 +15,12 @@ the value read when the run began are set aside and pushed back afterwards.
 
 Arming, deleting and reading are safe from any thread: one lock per context
 guards the heaps; callbacks run without it.
+
+A timer whose ``_own_errors`` is set (the coroutine driver's sleep timers)
+reports its callback's exceptions to the exception handler itself; what
+escapes it is what the handler raised, so the run lets it propagate instead
+of handing it to the handler a second time (as the BH pass does, see
+:mod:`._bh`).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class Timer:
     takes nanoseconds whatever the scale.
     """
 
-    __slots__ = ("_cb", "_clock", "_entry", "_group", "_opaque", "_scale")
+    __slots__ = ("_cb", "_clock", "_entry", "_group", "_opaque", "_own_errors", "_scale")
 
     def __init__(
         self,
@@ -62,6 +68,8 @@ class Timer:
         self._cb = cb
         self._opaque = opaque
         self._entry: _Entry | None = None
+        #: Set by internal callers only; see the module docstring.
+        self._own_errors = False
 
     def __repr__(self) -> str:
         state = f"expires at {self.expire_time_ns} ns" if self.pending else "idle"
@@ -272,6 +280,8 @@ class TimerGroup:
                     try:
                         timer._cb(timer._opaque)
                     except Exception as exc:
+                        if timer._own_errors:
+                            raise  # the handler raised it: reported already
                         self._on_error(exc)
             finally:
                 if deferred:

@@ -107,6 +107,13 @@ number was closed and reused by a new socket and registered again) is
 dropped without being reported.  A change therefore never needs to wait for
 the old request's cancellation to come back.  A one-shot re-arm reuses its
 tag: the request it replaces has completed, so nothing else can carry it.
+The sequence is finite (it wraps), so "fresh" has to be enforced: the
+backend counts, per tag, the requests it cancelled (and the multishot
+probes it issued) whose last CQE it has not reaped yet, and never makes a
+tag live while it is counted there.  Without that, a CQE left over from a
+handler's old request could match its new tag after a wrap, and the
+backend would re-arm it: two requests armed for one fd, one of them never
+removed, holding the file open after the user closed it.
 
 **CQ overflow.**  The CQ ring holds ``cq_entries`` CQEs (twice ``entries``
 unless ``cq_entries`` is set); with more armed polls than that, a burst can
@@ -231,12 +238,13 @@ __all__ = ["IoUringBackend"]
 _REPORTABLE: Final = EVENT_IN | EVENT_OUT | EVENT_ERR | EVENT_HUP
 _U32: Final = 0xFFFF_FFFF
 # user_data layout: fd in bits 0..31, the interest mask in bits 32..47 (so a
-# re-arm needs no lookup), a sequence number in bits 48..61 (fresh for every
-# registration or change, so a stale CQE never matches), then two flags.
-# 14 bits of sequence are plenty: a stale CQE is posted by the io_uring_enter
-# that submits the change and drained by the same wait, while one fd gets at
-# most one new tag per wait (changes are merged per fd), so a wrapped
-# sequence never meets a stale CQE of the same fd.
+# re-arm needs no lookup), a sequence number in bits 48..61, then two flags.
+# The sequence wraps after 16383 tags, and no timing argument makes a wrapped
+# tag safe: a completion posted between two waits (during a dispatch) for a
+# fd whose handler is then replaced is still unread when the replacement
+# picks its tag, however many tags came in between.  What makes tags safe is
+# the ``_pending`` table (see IoUringBackend._next_tag): a tag is never
+# handed out again while a request carrying it may still complete.
 _FD_MASK: Final = 0xFFFF_FFFF
 _EV_SHIFT: Final = 32
 _EV_MASK: Final = 0xFFFF
@@ -362,6 +370,11 @@ class IoUringBackend(Backend):
         self._dropped: set[int] = set()
         #: Events reaped while making room in the rings, returned by this wait.
         self._held: dict[int, int] = {}
+        #: tag (without _PROBE) -> how many requests carrying it may still
+        #: post a CQE without being the fd's live request: cancelled requests
+        #: until their final CQE is reaped, and multishot probes until their
+        #: one CQE is.  _next_tag and _usable never make such a tag live.
+        self._pending: dict[int, int] = {}
         self._seq = 0
         self._overflow_seen = ring.cq_koverflow[0]
         self._stats = {
@@ -494,6 +507,7 @@ class IoUringBackend(Backend):
         events: list[tuple[int, int]] = []
         if head != tail:
             live = self._live
+            pending = self._pending
             u64 = self._cqe_u64
             s32 = self._cqe_s32
             cq_mask = self._cq_mask
@@ -508,6 +522,8 @@ class IoUringBackend(Backend):
                 tag = u64[slot << 1]
                 fd = tag & _FD_MASK
                 if live.get(fd) != tag:
+                    if pending:
+                        self._settle(tag, slot)
                     continue
                 res = s32[(slot << 2) | 2]
                 if res > 0 and room and not tag & _PARK:
@@ -555,6 +571,7 @@ class IoUringBackend(Backend):
         self._live.clear()
         self._rearm.clear()
         self._probe.clear()
+        self._pending.clear()
 
     def statistics(self) -> dict[str, object]:
         ring = self._ring
@@ -571,12 +588,71 @@ class IoUringBackend(Backend):
 
     # -- submission -----------------------------------------------------------
 
-    def _next_tag(self, fd: int, mask: int) -> int:
-        seq = self._seq + 1
-        if seq >= _SEQ_LIMIT:
-            seq = 1
-        self._seq = seq
-        return (seq << _SEQ_SHIFT) | ((mask & _EV_MASK) << _EV_SHIFT) | fd
+    def _next_tag(self, fd: int, mask: int, flags: int = 0) -> int:
+        """A tag for a new request on *fd* that no CQE still on its way can carry.
+
+        Why this is enough: a CQE is matched to a fd by comparing its tag
+        with the fd's live tag.  Every request that may still post a CQE is
+        either the fd's live request (or one of its probes), or was cancelled
+        by :meth:`_retire`, which counts it in ``_pending`` until its final
+        CQE is reaped (:meth:`_settle`); probes are counted from the moment
+        they are written.  Tags enter ``_live`` only from here or from
+        :meth:`_usable` (a re-arm after the old request ended), and both skip
+        every counted tag, so a live tag never equals the tag of another
+        request that can still complete -- however often the sequence wraps.
+        A CQE the kernel lost (CQ overflow without NODROP) leaves its count
+        behind for good; that only retires one sequence number for that fd.
+
+        The search skips one number per counted tag of this fd, mask and
+        flags, so it ends after at most that many + 1 steps; all 16383 taken
+        would need that many cancelled requests of one fd whose completions
+        neither arrived nor were lost.
+        """
+        pending = self._pending
+        base = ((mask & _EV_MASK) << _EV_SHIFT) | fd | flags
+        seq = self._seq
+        for _ in range(_SEQ_LIMIT):
+            seq += 1
+            if seq >= _SEQ_LIMIT:
+                seq = 1
+            tag = (seq << _SEQ_SHIFT) | base
+            if tag not in pending:
+                self._seq = seq
+                return tag
+        raise RuntimeError(f"io_uring: every tag for fd {fd} awaits a completion")
+
+    def _usable(self, tag: int) -> int:
+        """*tag*, to re-arm a request that ended, unless a pending request carries it."""
+        if tag & ~_PROBE not in self._pending:
+            return tag
+        return self._next_tag(tag & _FD_MASK, (tag >> _EV_SHIFT) & _EV_MASK, tag & _PARK)
+
+    def _retire(self, tag: int) -> None:
+        """Cancel the request carrying *tag*; count it until its final CQE is reaped.
+
+        POLL_REMOVE ends in one of three ways (cancelled: the request posts
+        ``-ECANCELED``; ``-ENOENT``: its final CQE was already posted;
+        ``-EALREADY``: it is being posted), so exactly one final CQE (no
+        ``F_MORE``) is still to come in every case, unless the kernel drops it.
+        """
+        key = tag & ~_PROBE
+        # Counted first: _push may submit and reap (EBUSY), and that reap may
+        # already meet this request's final CQE.
+        self._pending[key] = self._pending.get(key, 0) + 1
+        self._push_remove(tag)
+
+    def _settle(self, tag: int, slot: int) -> None:
+        """A CQE that is not the live request's: count it off if it was a final one."""
+        if self._cqe_u32[(slot << 2) | 3] & IORING_CQE_F_MORE:
+            return  # a multishot request, armed until its cancellation ends it
+        key = tag & ~_PROBE
+        pending = self._pending
+        count = pending.get(key)
+        if count is not None:
+            if count > 1:
+                pending[key] = count - 1
+            else:
+                del pending[key]
 
     def _push(
         self,
@@ -633,7 +709,7 @@ class IoUringBackend(Backend):
         for fd, new_mask in changes.items():
             old = live.pop(fd, None)
             if old is not None:
-                self._push_remove(old)
+                self._retire(old)
             self._rearm.pop(fd, None)
             self._probe.pop(fd, None)
             self._dropped.discard(fd)
@@ -665,9 +741,11 @@ class IoUringBackend(Backend):
         probe = self._probe
         self._probe = {}
         live = self._live
+        pending = self._pending
         for fd, tag in probe.items():
             if live.get(fd) != tag:
                 continue
+            pending[tag] = pending.get(tag, 0) + 1  # until its CQE is reaped
             ptag = tag | _PROBE
             self._push(IORING_OP_POLL_ADD, fd, 0, 0, (tag >> _EV_SHIFT) & _EV_MASK, ptag)
             self._push_remove(ptag)
@@ -794,6 +872,7 @@ class IoUringBackend(Backend):
         if head == tail:
             return events
         live = self._live
+        pending = self._pending
         u64 = self._cqe_u64
         s32 = self._cqe_s32
         cq_mask = self._cq_mask
@@ -810,7 +889,10 @@ class IoUringBackend(Backend):
             tag = u64[slot << 1]
             fd = tag & _FD_MASK
             if live.get(fd) != tag:
-                continue  # stale: removed, replaced, or one of our removes
+                # Stale: removed, replaced, or one of our removes.
+                if pending:
+                    self._settle(tag, slot)
+                continue
             res = s32[(slot << 2) | 2]
             if res > 0 and room and not tag & _PARK:
                 ready = res & _REPORTABLE
@@ -847,7 +929,8 @@ class IoUringBackend(Backend):
             ready = res & _REPORTABLE
             if ready:
                 events.append((fd, ready))
-                self._rearm[fd] = tag  # the SQ was full: armed by the next wait
+                # The SQ was full: armed by the next wait.
+                self._rearm[fd] = self._usable(tag)
             else:
                 self._park(fd, tag)
         else:
@@ -863,6 +946,7 @@ class IoUringBackend(Backend):
             return events
         ready: dict[int, int] = {}
         live = self._live
+        pending = self._pending
         probe = self._probe
         u64 = self._cqe_u64
         s32 = self._cqe_s32
@@ -875,7 +959,11 @@ class IoUringBackend(Backend):
             fd = tag & _FD_MASK
             base = tag & ~_PROBE
             if live.get(fd) != base:
+                if pending:
+                    self._settle(tag, slot)
                 continue
+            if tag != base:
+                self._settle(tag, slot)  # a live probe's one CQE
             res = s32[(slot << 2) | 2]
             more = u32[(slot << 2) | 3] & IORING_CQE_F_MORE
             if res > 0:
@@ -885,18 +973,20 @@ class IoUringBackend(Backend):
                     probe[fd] = base
                 if tag == base and not more:
                     del live[fd]  # the kernel ended the multishot request
-                    self._rearm[fd] = base
+                    self._rearm[fd] = self._usable(base)
             elif tag != base:
                 if res != -errno.ECANCELED and res != 0:
                     # The probe was refused (EBADF: the fd was closed while the
-                    # multishot request still holds the old file).
+                    # multishot request still holds the old file).  Cancel the
+                    # request before _failed picks a tag for a re-arm, so that
+                    # the re-arm cannot take the tag of the cancelled one.
                     del live[fd]
                     probe.pop(fd, None)
-                    self._failed(fd, base, res, events)
                     cq_khead[0] = head  # _push may reap: publish, then reload
-                    self._push_remove(base)
+                    self._retire(base)
                     head = cq_khead[0]
                     tail = self._cq_ktail[0]
+                    self._failed(fd, base, res, events)
             elif res == 0 and more:
                 continue
             else:
@@ -904,7 +994,7 @@ class IoUringBackend(Backend):
                 probe.pop(fd, None)
                 if res == -errno.EINVAL:
                     self._multishot_refused()
-                    self._rearm[fd] = base
+                    self._rearm[fd] = self._usable(base)
                 else:
                     self._failed(fd, base, res, events)
         cq_khead[0] = head
@@ -921,14 +1011,14 @@ class IoUringBackend(Backend):
             events.append((fd, EVENT_NVAL))
             self._dropped.add(fd)
         elif res == 0 or err in _REARM_ON:
-            self._rearm[fd] = tag & ~_PARK
+            self._rearm[fd] = self._usable(tag & ~_PARK)
         elif err == errno.EINVAL and tag & _PARK:
             self._can_park = False
             self.setup.log(
                 "io_uring: this kernel refuses multishot poll; "
                 "a fd with only POLLRDHUP ready may spin"
             )
-            self._rearm[fd] = tag & ~_PARK
+            self._rearm[fd] = self._usable(tag & ~_PARK)
         else:
             self.setup.log(
                 f"io_uring: POLL_ADD for fd {fd} failed with "
@@ -942,9 +1032,9 @@ class IoUringBackend(Backend):
         """Only POLLRDHUP (nothing the core asked for) was ready: wait for a wake-up."""
         if self._can_park:
             self._stats["parked"] += 1
-            self._rearm[fd] = tag | _PARK
+            self._rearm[fd] = self._usable(tag | _PARK)
         else:
-            self._rearm[fd] = tag
+            self._rearm[fd] = self._usable(tag)
 
     def _parked_cqe(
         self, fd: int, tag: int, res: int, slot: int, events: list[tuple[int, int]]
@@ -955,14 +1045,14 @@ class IoUringBackend(Backend):
             events.append((fd, ready))
             del self._live[fd]
             if more:
-                self._push_remove(tag)
-            self._rearm[fd] = tag & ~_PARK
+                self._retire(tag)
+            self._rearm[fd] = self._usable(tag & ~_PARK)
         elif not more:
             del self._live[fd]
             if res < 0:
                 self._failed(fd, tag, res, events)
             else:
-                self._rearm[fd] = tag
+                self._rearm[fd] = self._usable(tag)
 
     def _multishot_refused(self) -> None:
         if self._multishot:
@@ -1021,7 +1111,7 @@ class IoUringBackend(Backend):
                 continue
             old = live.pop(fd, None)
             if old is not None:
-                self._push_remove(old)
+                self._retire(old)
             self._probe.pop(fd, None)
             self._rearm[fd] = self._next_tag(fd, mask)
 

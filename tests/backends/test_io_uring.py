@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from aiocore_plugins import _liburing
+from aiocore_plugins import io_uring as io_uring_mod
 from aiocore_plugins.io_uring import IoUringBackend
 
 from aiocore.backend import EVENT_IN, EVENT_NVAL, EVENT_OUT, BackendSetup
@@ -328,6 +329,51 @@ def test_no_stale_report_when_fd_number_is_reused(make: Factory, sockets: Any, m
     assert backend.wait(5 * MS) == []
     (b2 if new is a2 else a2).send(b"y")
     assert wait_for(backend, fd) == EVENT_IN
+
+
+def test_stale_completion_never_matches_a_wrapped_tag(make: Factory, mode: str) -> None:
+    """A completion left from a replaced request must not match the new tag.
+
+    The tag sequence wraps.  Here fd *x*'s armed request completes between two
+    waits and its handler is replaced (same mask) just when the sequence has
+    come round to *x*'s current tag; if the new tag equalled it, the stale CQE
+    would be taken for the new request and re-armed, leaving a second request
+    armed that no removal cancels and that keeps the file open after close.
+    """
+    backend = make(multishot=mode)
+    xr, xw = os.pipe()
+    yr, yw = os.pipe()
+    try:
+        backend.update(xr, 0, EVENT_IN)
+        backend.update(yr, 0, EVENT_IN)
+        assert backend.wait(0) == []
+        limit = io_uring_mod._SEQ_LIMIT
+        x_seq = (backend._live[xr] >> io_uring_mod._SEQ_SHIFT) & (limit - 1)
+        for _ in range(limit):  # replace y's handler until x's sequence number is next
+            if backend._seq % (limit - 1) + 1 == x_seq:
+                break
+            backend.update(yr, EVENT_IN, EVENT_IN)
+            backend.wait(0)
+        else:
+            pytest.fail("the tag sequence never came round")
+        os.write(xw, b"x")  # x's request completes during the "dispatch"
+        backend.update(xr, EVENT_IN, EVENT_IN)  # and x's handler is replaced
+        for _ in range(3):  # still ready: reported, once per wait
+            assert as_dict(backend.wait(0)) == {xr: EVENT_IN}
+        os.read(xr, 1)
+        backend.update(xr, EVENT_IN, 0)
+        assert backend.wait(0) == []
+        assert backend.wait(1 * MS) == []
+        os.close(xr)
+        xr = -1
+        # No request may still hold the read end: the pipe has no reader now.
+        with pytest.raises(BrokenPipeError):
+            os.write(xw, b"y")
+        assert backend._pending == {}  # every cancelled request's CQE was counted off
+    finally:
+        for fd in (xr, xw, yr, yw):
+            if fd >= 0:
+                os.close(fd)
 
 
 def test_removal_then_readd_same_iteration(make: Factory, sockets: Any, mode: str) -> None:

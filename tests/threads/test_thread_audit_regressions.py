@@ -1,0 +1,149 @@
+"""Regression tests for the defects a threads/coroutines audit found.
+
+Each test fails without its fix; the docstrings say what went wrong.  All of
+them are deterministic: interleavings are forced with events (with timeouts,
+so a regression fails instead of hanging), never with sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+import aiocore
+from aiocore import (
+    AioContext,
+    Coroutine,
+    co_enter,
+    co_schedule,
+    sleep_ns,
+    yield_,
+)
+
+
+@pytest.fixture
+def plain(registry: aiocore.PluginRegistry) -> Iterator[AioContext]:
+    """A context whose exception handler records (and does not re-raise)."""
+    ctx = AioContext(registry=registry)
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, exc: errors.append(exc))
+    ctx.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+class Boom(Exception):
+    pass
+
+
+# -- 1. a coroutine scheduled into a context that closes -----------------------
+
+
+def test_coroutine_scheduled_into_a_context_that_closes_can_be_scheduled_elsewhere(
+    registry: aiocore.PluginRegistry, plain: AioContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its BH was dropped by close(), and it stayed "scheduled" for ever."""
+    ran: list[str] = []
+
+    async def body() -> str:
+        ran.append("ran")
+        return "ok"
+
+    doomed = AioContext(registry=registry)
+    co = Coroutine(body(), name="body")
+    co_schedule(doomed, co)
+    assert co.scheduled
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        doomed.close()
+    assert not co.scheduled and ran == []
+    assert "1 coroutine(s) were scheduled into a context that closed" in caplog.text
+    assert "'body'" in caplog.text
+    co_schedule(plain, co)  # raised "already scheduled" before the fix
+    plain.poll(False)
+    assert ran == ["ran"] and co.result() == "ok"
+
+
+def test_suspended_coroutine_woken_into_a_context_that_closes_mid_pass(
+    registry: aiocore.PluginRegistry, plain: AioContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same, for a BH left in a pass interrupted by a re-raising handler."""
+    steps: list[str] = []
+
+    async def body() -> None:
+        steps.append("start")
+        await yield_()
+        steps.append("woken")
+
+    doomed = AioContext(registry=registry)
+
+    def reraise(_ctx: AioContext, exc: BaseException) -> None:
+        raise exc
+
+    doomed.set_exception_handler(reraise)
+    co = Coroutine(body())
+    co_enter(doomed, co)
+    assert steps == ["start"]
+
+    def fail(_: object) -> None:
+        raise Boom
+
+    doomed.bh_schedule_oneshot(fail)
+    co_schedule(doomed, co)  # queued behind the failing BH
+    with pytest.raises(Boom):
+        doomed.poll(False)  # the pass stops at fail(); co's BH is left in it
+    assert co.scheduled
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        doomed.close()
+    assert not co.scheduled and "1 coroutine(s)" in caplog.text
+    co_schedule(plain, co)
+    plain.poll(False)
+    assert steps == ["start", "woken"] and co.done and co.ctx is plain
+
+
+# -- 4. a re-raising exception handler is called once --------------------------
+
+
+def _reraising(ctx: AioContext) -> list[BaseException]:
+    calls: list[BaseException] = []
+
+    def handler(_ctx: AioContext, exc: BaseException) -> None:
+        calls.append(exc)
+        raise exc
+
+    ctx.set_exception_handler(handler)
+    return calls
+
+
+def test_reraising_handler_called_once_for_a_scheduled_coroutine(plain: AioContext) -> None:
+    """The driver called it, then the BH pass called it again with what it raised."""
+    calls = _reraising(plain)
+
+    async def body() -> None:
+        raise Boom("coroutine")
+
+    co_schedule(plain, Coroutine(body()))
+    with pytest.raises(Boom, match="coroutine"):
+        plain.poll(False)
+    assert [str(e) for e in calls] == ["coroutine"]
+
+
+def test_reraising_handler_called_once_for_a_coroutine_woken_by_its_sleep_timer(
+    plain: AioContext,
+) -> None:
+    """Same through the sleep timer, whose run also reported what escaped."""
+    calls = _reraising(plain)
+
+    async def body() -> None:
+        await sleep_ns(0)
+        raise Boom("after sleep")
+
+    co = Coroutine(body())
+    co_enter(plain, co)
+    with pytest.raises(Boom, match="after sleep"):
+        for _ in range(1000):  # the timer is due at once; bounded anyway
+            plain.poll(False)
+    assert co.done and [str(e) for e in calls] == ["after sleep"]
