@@ -153,10 +153,18 @@ so a peer's write can still complete it).  The next POLL_ADD *issued* on the
 closed number -- a re-arm after a completion, or a new registration --
 completes with ``-EBADF``: the backend reports ``EVENT_NVAL`` once and stops
 watching that fd until :meth:`~IoUringBackend.update` changes it.  A closed
-fd that never becomes ready again stays silent, and removing its handler
-succeeds (POLL_REMOVE goes by tag, not by fd).  Users remove a handler before
-closing its fd.  An fd that is refused asynchronously (a closed fd added)
-is reported the same way, so :meth:`~IoUringBackend.update` never raises.
+fd that never becomes ready again stays silent; POLL_REMOVE goes by tag, not
+by fd, so nothing in the ring notices its removal either.  The backend
+therefore remembers which file it was asked to watch (``st_dev`` and
+``st_ino`` from one ``fstat`` per add or change) and checks on removal: a
+closed number raises ``EBADF`` and a number now naming another file raises
+``ENOENT`` (:class:`FileNotFoundError`, what epoll's ``EPOLL_CTL_DEL`` says
+then), once.  Files without an inode of their own (eventfd, timerfd,
+signalfd: they share the kernel's anonymous inode) cannot be told apart
+this way, so the reuse of such a number by another of its kind goes
+unnoticed.  Users remove a handler before closing its fd.  An fd that is
+refused asynchronously (a closed fd added) is reported as ``EVENT_NVAL``,
+so adding or changing never raises.
 
 **``POLLRDHUP`` is always reported** by io_uring (it is in the kernel's
 always-on mask with ERR/HUP/NVAL, unlike poll(2) and epoll).  A completion
@@ -200,7 +208,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
+import os
 import threading
 from collections.abc import Mapping
 from time import monotonic_ns
@@ -368,6 +376,9 @@ class IoUringBackend(Backend):
         self._probe: dict[int, int] = {}
         #: fds reported NVAL (or a fatal error) and not watched until update().
         self._dropped: set[int] = set()
+        #: fd -> (st_dev, st_ino) of the file it named when last added or
+        #: changed (None: it was closed then), checked when it is removed.
+        self._files: dict[int, tuple[int, int] | None] = {}
         #: Events reaped while making room in the rings, returned by this wait.
         self._held: dict[int, int] = {}
         #: tag (without _PROBE) -> how many requests carrying it may still
@@ -428,15 +439,32 @@ class IoUringBackend(Backend):
         asynchronously, reported as ``EVENT_NVAL`` by the wait that submits
         it.  Removing a fd that was closed while registered and never reported
         (an idle fd: its armed poll holds the file and stays silent) raises
-        :class:`OSError` ``EBADF`` *after* recording the removal, as epoll's
-        ``EPOLL_CTL_DEL`` does, so the error surfaces exactly once.  That costs
-        one ``fcntl(F_GETFD)`` per removal, never on the hot path.
+        *after* recording the removal, as epoll's ``EPOLL_CTL_DEL`` does, so
+        the error surfaces exactly once: :class:`OSError` ``EBADF`` if the
+        number is closed, :class:`FileNotFoundError` if it was reused by
+        another file.  Telling a reused number apart needs the identity of
+        the file registered, so adding or changing a fd costs one ``fstat``
+        (and so does a removal); waits cost nothing more.  A change records
+        the file the number names at that moment: the new request watches
+        that file, as epoll's re-registration would.
         """
         with self._lock:
             self._changes[fd] = new_mask
-        if not new_mask and old_mask and fd not in self._dropped:
+        files = self._files
+        if new_mask:
             try:
-                fcntl.fcntl(fd, fcntl.F_GETFD)
+                st = os.fstat(fd)
+            except OSError:
+                # Closed already: the wait reports EVENT_NVAL.  If the number
+                # is reused before that, removal reports it (nothing matches).
+                files[fd] = None
+            else:
+                files[fd] = (st.st_dev, st.st_ino)
+            return
+        known = files.pop(fd, None)
+        if old_mask and fd not in self._dropped:
+            try:
+                st = os.fstat(fd)
             except OSError as exc:
                 raise OSError(
                     exc.errno,
@@ -444,6 +472,13 @@ class IoUringBackend(Backend):
                     "POLL_ADD kept the file and reported nothing): "
                     f"{exc.strerror}",
                 ) from None
+            if known != (st.st_dev, st.st_ino):
+                raise OSError(
+                    errno.ENOENT,
+                    f"fd {fd} was closed while registered with io_uring and its number "
+                    "now names another file (the old file's armed POLL_ADD reported "
+                    "nothing)",
+                )
 
     def need_wait(self) -> bool:
         """True when changes or re-arms await submission, or CQEs await reaping."""
@@ -572,6 +607,7 @@ class IoUringBackend(Backend):
         self._rearm.clear()
         self._probe.clear()
         self._pending.clear()
+        self._files.clear()
 
     def statistics(self) -> dict[str, object]:
         ring = self._ring

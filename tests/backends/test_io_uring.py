@@ -622,6 +622,53 @@ def test_idle_fd_closed_while_registered_raises_once_on_removal(
     assert not backend.need_wait()
 
 
+def test_fd_closed_and_number_reused_while_registered_raises_once_on_removal(
+    make: Factory, mode: str
+) -> None:
+    """The armed poll keeps the old file; removal notices the number names another one."""
+    backend = make(multishot=mode)
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        backend.update(r, 0, EVENT_IN)
+        assert backend.wait(0) == []
+        os.close(r)
+        os.dup2(r2, r)  # the number now names another pipe, which is readable
+        os.write(w2, b"new")
+        assert backend.wait(0) == []
+        assert backend.wait(1 * MS) == []
+        with pytest.raises(FileNotFoundError) as info:
+            backend.update(r, EVENT_IN, 0)
+        assert "another file" in str(info.value)
+        assert backend.wait(0) == []  # the removal was recorded all the same
+        assert backend.statistics()["fds"] == 0
+        assert not backend.need_wait()
+    finally:
+        for fd in (r, w, r2, w2):
+            os.close(fd)
+
+
+def test_change_after_number_reuse_watches_the_new_file(make: Factory, mode: str) -> None:
+    """A change issues a new poll on whatever the number names: removal is clean then."""
+    backend = make(multishot=mode)
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        backend.update(r, 0, EVENT_IN)
+        assert backend.wait(0) == []
+        os.close(r)
+        os.dup2(r2, r)
+        backend.update(r, EVENT_IN, EVENT_IN)  # a new handler for the new file
+        assert backend.wait(0) == []
+        os.write(w2, b"new")
+        assert wait_for(backend, r) == EVENT_IN
+        backend.update(r, EVENT_IN, 0)  # no error: this is the file registered
+        assert backend.wait(0) == []
+    finally:
+        for fd in (r, w, r2, w2):
+            os.close(fd)
+
+
 def test_adding_a_closed_fd_reports_nval_once(make: Factory, sockets: Any, mode: str) -> None:
     backend = make(multishot=mode)
     a, _ = sockets()
