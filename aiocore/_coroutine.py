@@ -597,7 +597,9 @@ class CoMutex:
 
     A waiter woken by someone else before it was handed the mutex goes back
     to waiting; a waiter closed while waiting leaves the queue (and passes the
-    mutex on if it had just been handed it).
+    mutex on if it had just been handed it).  A waiter that cannot be entered (its
+    context closed) is skipped when the mutex is handed over, with a warning:
+    the mutex goes to the next waiter, or is unlocked.
     """
 
     __slots__ = ("_holder", "_lock", "_waiters")
@@ -630,8 +632,16 @@ class CoMutex:
         try:
             while True:
                 await _YIELD
-                if self._holder is co:  # set by unlock() before it woke us
-                    return
+                with self._lock:
+                    if self._holder is co:  # set by unlock() before it woke us
+                        return
+                    if co not in self._waiters:
+                        # unlock() skipped us while our context was closed,
+                        # and someone entered us elsewhere: wait again.
+                        if self._holder is None:
+                            self._holder = co
+                            return
+                        self._waiters.append(co)
         except BaseException:
             with self._lock:
                 if self._holder is co:
@@ -660,15 +670,41 @@ class CoMutex:
         self._release()
 
     def _release(self) -> None:
-        with self._lock:
-            nxt = self._waiters.popleft() if self._waiters else None
-            self._holder = nxt
-        if nxt is not None:
+        """Hand the mutex to the first waiter that can be entered; else unlock it.
+
+        The waiter is made the holder before it is woken, so nobody barges
+        in.  A waiter whose context closed cannot be entered (waking it
+        raises): handing it the mutex would leave the mutex held for ever by
+        a coroutine that never runs, and raising here would throw that
+        failure into the unlocking coroutine, which did nothing wrong.  So
+        such a waiter is skipped, and left out of the queue (if it is ever
+        entered elsewhere, ``lock()`` queues it again), and the skip is
+        logged as a warning on the ``aiocore`` logger.
+        """
+        skipped: list[tuple[Coroutine, Exception]] = []
+        while True:
+            with self._lock:
+                nxt = self._waiters.popleft() if self._waiters else None
+                self._holder = nxt
+            if nxt is None:
+                break
             ctx = nxt._ctx
             assert ctx is not None  # it ran lock(), so it was entered
-            # quiet: a waiter already scheduled (woken spuriously) will run
-            # anyway and find that it holds the mutex now.
-            _enter(ctx, nxt, "CoMutex.unlock", quiet=True)
+            try:
+                # quiet: a waiter already scheduled (woken spuriously) will
+                # run anyway and find that it holds the mutex now.
+                _enter(ctx, nxt, "CoMutex.unlock", quiet=True)
+            except Exception as exc:  # its context is closed
+                skipped.append((nxt, exc))  # still the holder: nobody can barge in
+                continue
+            break
+        if skipped:
+            log.warning(
+                "CoMutex: skipped %d waiter(s) that could not be entered; the mutex went to "
+                "the next waiter (or was unlocked): %s",
+                len(skipped),
+                "; ".join(f"{co!r}: {exc}" for co, exc in skipped),
+            )
 
     async def __aenter__(self) -> CoMutex:
         await self.lock()

@@ -15,9 +15,11 @@ import pytest
 import aiocore
 from aiocore import (
     AioContext,
+    CoMutex,
     Coroutine,
     co_enter,
     co_schedule,
+    co_wake,
     sleep_ns,
     yield_,
 )
@@ -102,6 +104,75 @@ def test_suspended_coroutine_woken_into_a_context_that_closes_mid_pass(
     co_schedule(plain, co)
     plain.poll(False)
     assert steps == ["start", "woken"] and co.done and co.ctx is plain
+
+
+# -- 2. CoMutex handed to a waiter whose context closed ------------------------
+
+
+def test_comutex_unlock_skips_a_waiter_whose_context_closed(
+    registry: aiocore.PluginRegistry, plain: AioContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """unlock() raised in the holder and left the mutex held by the dead waiter."""
+    m = CoMutex()
+    log: list[str] = []
+
+    async def holder() -> None:
+        await m.lock()
+        await yield_()
+        m.unlock()
+        log.append("A unlocked")
+
+    async def waiter(tag: str) -> None:
+        await m.lock()
+        log.append(f"{tag} locked")
+        m.unlock()
+
+    doomed = AioContext(registry=registry)
+    a = Coroutine(holder())
+    co_enter(plain, a)
+    b = Coroutine(waiter("B"))
+    co_enter(doomed, b)  # B waits, first in line, on a context that then closes
+    c = Coroutine(waiter("C"))
+    co_enter(plain, c)  # C waits behind B
+    doomed.close()
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        co_wake(a)
+    assert a.done and a.exception() is None and _errors(plain) == []
+    assert log == ["A unlocked", "C locked"]
+    assert c.done and not m.locked and "skipped 1 waiter" in caplog.text
+    # B, left out of the queue, can still be entered elsewhere and take it.
+    co_schedule(plain, b)
+    plain.poll(False)
+    assert b.done and b.exception() is None and log[-1] == "B locked" and not m.locked
+
+
+def test_comutex_unlock_with_only_a_dead_waiter_unlocks(
+    registry: aiocore.PluginRegistry, plain: AioContext
+) -> None:
+    m = CoMutex()
+
+    async def holder() -> None:
+        await m.lock()
+        await yield_()
+        m.unlock()
+
+    async def waiter() -> None:
+        await m.lock()
+        m.unlock()
+
+    doomed = AioContext(registry=registry)
+    a = Coroutine(holder())
+    co_enter(plain, a)
+    b = Coroutine(waiter())
+    co_enter(doomed, b)
+    doomed.close()
+    co_wake(a)
+    assert a.done and a.exception() is None and not m.locked
+
+
+def _errors(ctx: AioContext) -> list[BaseException]:
+    errors: list[BaseException] = ctx.errors  # type: ignore[attr-defined]
+    return errors
 
 
 # -- 4. a re-raising exception handler is called once --------------------------
