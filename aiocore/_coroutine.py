@@ -41,7 +41,9 @@ Why the rules are what they are:
   wait it is not in.
   The mark is cleared if the context closes before the coroutine ran (its
   BH is dropped; a warning on the ``aiocore`` logger names it), so it can be
-  scheduled elsewhere instead of staying "scheduled" for ever.
+  scheduled elsewhere instead of staying "scheduled" for ever.  A coroutine
+  object can be wrapped by one :class:`Coroutine` only, or two wrappers
+  would each carry a mark of their own.
 * **Never entered while running.**  A coroutine that is running (in its own
   thread, say, between publishing itself to others and suspending) can still
   be scheduled: the scheduling is recorded and carried out by the driver the
@@ -68,6 +70,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Generator
 from collections.abc import Coroutine as _PyCoroutine
@@ -112,6 +115,10 @@ _SUSPEND: Final = _Sentinel()
 #: The coroutine running in this thread (``current``), if any.
 _tls = threading.local()
 
+#: Coroutine objects wrapped by a Coroutine (weak: a finished one goes away).
+_wrapped: weakref.WeakSet[_PyCoroutine[Any, Any, Any]] = weakref.WeakSet()
+_wrapped_lock = threading.Lock()
+
 
 def current_coroutine() -> Coroutine | None:
     """The :class:`Coroutine` running in this thread, or ``None`` (``qemu_coroutine_self``)."""
@@ -128,7 +135,8 @@ class Coroutine:
     """A Python coroutine driven by aiocore on a context (QEMU's ``Coroutine``).
 
     :param coro: a coroutine object, the result of calling an ``async def``
-        function, not yet started.
+        function, not yet started, and not wrapped by another ``Coroutine``
+        (``ValueError``).
     :param name: a name for messages; default: the coroutine's qualified name.
 
     Start it with :func:`co_enter` (in the context's home thread) or
@@ -162,6 +170,16 @@ class Coroutine:
             raise ValueError(f"coro has already been started or closed: {coro!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
+        # One wrapper per coroutine object: two wrappers would each carry
+        # their own "scheduled" mark, so the object could be entered twice
+        # (from a wait it is not in) despite the scheduled-once rule.
+        with _wrapped_lock:
+            if coro in _wrapped:
+                raise ValueError(
+                    f"coro is already wrapped by another Coroutine: {coro!r}; "
+                    "wrap each coroutine object once and share that Coroutine"
+                )
+            _wrapped.add(coro)
         self._coro = coro
         self._name = coro.__qualname__ if name is None else name
         self._lock = threading.Lock()

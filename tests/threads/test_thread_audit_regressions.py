@@ -218,3 +218,19 @@ def test_reraising_handler_called_once_for_a_coroutine_woken_by_its_sleep_timer(
         for _ in range(1000):  # the timer is due at once; bounded anyway
             plain.poll(False)
     assert co.done and [str(e) for e in calls] == ["after sleep"]
+
+
+# -- 6. one coroutine object, two wrappers ---------------------------------------
+
+
+def test_a_coroutine_object_can_be_wrapped_once() -> None:
+    """Two wrappers each had their own "scheduled" mark: the object ran twice."""
+
+    async def body() -> None:
+        await yield_()
+
+    coro = body()
+    Coroutine(coro)
+    with pytest.raises(ValueError, match="coro is already wrapped by another Coroutine"):
+        Coroutine(coro)
+    coro.close()
