@@ -156,12 +156,15 @@ class IOThread:
         is raised here, and the thread is gone by then.  An IOThread starts
         once; a second ``start()`` raises ``RuntimeError``.
         """
+        # The state and the thread are published together: a stop() that sees
+        # "starting" always finds the thread to wait for (and the readiness
+        # event that the thread sets on every path).
         with self._state_lock:
             if self._state != _NEW:
                 raise RuntimeError(f"{self!r} can only be started once")
+            thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread = thread
             self._state = _STARTING
-        thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread = thread
         thread.start()
         # Bounded by the thread's life: it sets _ready on every path, and if it
         # died some other way is_alive() turns false.
@@ -172,7 +175,7 @@ class IOThread:
         if error is not None or self._ctx is None:
             thread.join()
             with self._state_lock:
-                self._state = _STOPPED
+                self._state = _STOPPED  # _run set it already unless it died oddly
             if error is None:
                 raise RuntimeError(f"{self!r} ended before its context was created")
             self._start_error = None
@@ -205,24 +208,27 @@ class IOThread:
                 )
             if not timeout >= 0:  # also refuses NaN
                 raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            # A start() in progress in another thread: let it finish first.
-            while not self._ready.wait(0.1) and thread.is_alive():
-                pass
         with self._state_lock:
             state = self._state
             if state == _NEW:
                 self._state = _STOPPED
                 return
+            thread = self._thread
+        # start() publishes the thread with the "starting" state, so it is set.
+        assert thread is not None
+        if state == _STARTING and thread is not threading.current_thread():
+            # A start() in progress in another thread: wait until the thread
+            # created its context (or failed to), then read the state again.
+            # Bounded by the thread's life: it sets _ready on every path.
+            while not self._ready.wait(0.1) and thread.is_alive():
+                pass
+        with self._state_lock:
+            state = self._state
             if state == _RUNNING:
                 self._state = _STOPPING
                 request = True
             else:
                 request = False
-        thread = self._thread
-        if thread is None:  # a start() that failed
-            return
         if request:
             ctx = self._ctx
             assert ctx is not None
@@ -277,6 +283,10 @@ class IOThread:
             )
         except BaseException as exc:
             self._start_error = exc
+            # Before _ready: a stop() waiting for readiness then reads a
+            # final state, not "starting".
+            with self._state_lock:
+                self._state = _STOPPED
             self._ready.set()
             return
         self._ctx = ctx

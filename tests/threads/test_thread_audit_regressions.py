@@ -8,21 +8,28 @@ so a regression fails instead of hanging), never with sleeps.
 from __future__ import annotations
 
 import logging
+import threading
+import types
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import aiocore
+import aiocore._iothread as iothread_mod
 from aiocore import (
     AioContext,
     CoMutex,
     Coroutine,
+    IOThread,
     co_enter,
     co_schedule,
     co_wake,
     sleep_ns,
     yield_,
 )
+
+from ._support import join_all
 
 
 @pytest.fixture
@@ -173,6 +180,80 @@ def test_comutex_unlock_with_only_a_dead_waiter_unlocks(
 def _errors(ctx: AioContext) -> list[BaseException]:
     errors: list[BaseException] = ctx.errors  # type: ignore[attr-defined]
     return errors
+
+
+# -- 3. IOThread.stop() racing start() -----------------------------------------
+
+
+class _SignallingLock:
+    """The IOThread's state lock, announcing when the "stopper" thread wants it."""
+
+    def __init__(self, real: Any, stopper_waits: threading.Event) -> None:
+        self.real = real
+        self.stopper_waits = stopper_waits
+
+    def __enter__(self) -> Any:
+        if threading.current_thread().name == "stopper":
+            self.stopper_waits.set()
+        return self.real.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        return self.real.__exit__(*exc)
+
+
+def test_stop_while_start_is_publishing_the_thread(
+    registry: aiocore.PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start() set "starting" before publishing the thread: a stop() in between
+    returned without stopping (or joined a thread nobody asked to stop).
+
+    The thread's construction is held until stop() is at the state lock, so
+    stop() always reads the state while start() is in that window.
+    """
+    stopper_waits = threading.Event()
+    real_thread = threading.Thread
+
+    class HeldThread(real_thread):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            assert stopper_waits.wait(10), "stop() never reached the state lock"
+            super().__init__(*args, **kwargs)
+
+    fake = types.SimpleNamespace(
+        Thread=HeldThread,
+        current_thread=threading.current_thread,
+        Event=threading.Event,
+        Lock=threading.Lock,
+    )
+    io = IOThread(name="racy", registry=registry)
+    monkeypatch.setattr(iothread_mod, "threading", fake)
+    io._state_lock = _SignallingLock(io._state_lock, stopper_waits)  # type: ignore[assignment]
+    outcome: list[object] = []
+
+    def start() -> None:
+        try:
+            io.start()
+            outcome.append("started")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    def stop() -> None:
+        try:
+            io.stop(timeout=10)
+            outcome.append("stopped")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    starter = real_thread(target=start, name="starter")
+    starter.start()
+    stopper = real_thread(target=stop, name="stopper")
+    stopper.start()
+    try:
+        join_all([starter, stopper], 20)
+        assert sorted(map(str, outcome)) == ["started", "stopped"]
+        assert not io.is_alive() and io.ctx.closed and "stopped" in repr(io)
+    finally:
+        stopper_waits.set()
+        io.stop(timeout=10)
 
 
 # -- 4. a re-raising exception handler is called once --------------------------
