@@ -28,6 +28,7 @@ from typing import Final
 from ._context import AioContext
 from ._errors import check_nonneg_int
 from ._plugins import PluginRegistry
+from ._wait import _check_timeout
 
 __all__ = ["IOThread"]
 
@@ -193,21 +194,17 @@ class IOThread:
         :meth:`start`.  Called from the IOThread itself (from a callback), it
         only requests the stop and returns: the thread cannot join itself.
 
-        :param timeout: seconds to wait for the thread; ``None`` waits as
-            long as the current iteration takes.  On expiry ``TimeoutError``
-            is raised and the stop stays requested (call ``stop()`` again to
+        :param timeout: seconds to wait for the thread; ``None`` (or
+            ``inf``, or more than ``threading.TIMEOUT_MAX``) waits as long
+            as the current iteration takes.  On expiry ``TimeoutError`` is
+            raised and the stop stays requested (call ``stop()`` again to
             wait more).
         :raises RuntimeError: if the loop had died because ``poll()`` raised
             (the exception is chained).
         """
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(
-                    "timeout must be None or a number of seconds, "
-                    f"got {type(timeout).__name__} {timeout!r}"
-                )
-            if not timeout >= 0:  # also refuses NaN
-                raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        # Checked before any state changes; inf (or more than
+        # threading.TIMEOUT_MAX) means None, as for run_in_context().
+        limit = _check_timeout(timeout, "IOThread.stop")
         with self._state_lock:
             state = self._state
             if state == _NEW:
@@ -241,7 +238,7 @@ class IOThread:
                 pass  # the loop died and closed its context already
         if thread is threading.current_thread():
             return
-        thread.join(timeout)
+        thread.join(limit)
         if thread.is_alive():
             raise TimeoutError(
                 f"{self!r} did not stop within {timeout} s (a callback is still running?)"

@@ -45,6 +45,16 @@ def _check_ctx(ctx: object, fname: str) -> AioContext:
 
 
 def _check_timeout(timeout: object, fname: str) -> float | None:
+    """Check a ``timeout`` argument: ``None`` or a number of seconds >= 0.
+
+    ``inf``, and anything longer than :data:`threading.TIMEOUT_MAX` (about
+    292 years), is returned as ``None``: it means "wait forever", and the
+    waits below it (``Event.wait``, ``Thread.join``, a deadline in integer
+    nanoseconds) would otherwise fail with an unrelated ``OverflowError``.
+    Shared by :func:`run_in_context`, :func:`wait_while` and
+    :meth:`IOThread.stop`, so that all three read a timeout the same way,
+    before changing anything.
+    """
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -53,7 +63,9 @@ def _check_timeout(timeout: object, fname: str) -> float | None:
             f"got {type(timeout).__name__} {timeout!r}"
         )
     if not timeout >= 0:  # also refuses NaN
-        raise ValueError(f"{fname}(): timeout must be >= 0, got {timeout!r}")
+        raise ValueError(f"{fname}(): timeout must be None or a number >= 0, got {timeout!r}")
+    if timeout > threading.TIMEOUT_MAX:  # also inf
+        return None
     return float(timeout)
 
 
@@ -106,7 +118,7 @@ def run_in_context(
     hand a result back to a worker.  The home thread must be polling (an
     :class:`~aiocore.IOThread` always is), or this waits until it does.
 
-    :param timeout: seconds to wait, ``None`` for no limit.  If *fn* has not
+    :param timeout: seconds to wait, ``None`` (or ``inf``) for no limit.  If *fn* has not
         started by then it never will; if it is running, its result is
         discarded.  Either way ``TimeoutError`` says which.
     :raises RuntimeError: if *ctx* is closed, or closes before *fn* ran.
@@ -175,7 +187,7 @@ def wait_while(
     schedule a BH or a coroutine there), which the notify protocol makes
     race-free.
 
-    :param timeout: seconds; ``None`` waits as long as it takes.  A REALTIME
+    :param timeout: seconds; ``None`` (or ``inf``) waits as long as it takes.  A REALTIME
         timer wakes the loop at the deadline.
     :raises TimeoutError: if ``cond()`` is still true at the deadline.
     :raises RuntimeError: from another thread, or inside a coroutine.

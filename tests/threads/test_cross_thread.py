@@ -172,8 +172,8 @@ def test_run_in_context_base_exception_stops_the_loop_and_tells_the_caller(
         (("ctx", print), {}, TypeError, "ctx must be an AioContext"),
         ((None, 3), {}, TypeError, "fn must be a callable"),
         ((None, print), {"timeout": "1"}, TypeError, "timeout must be None or a number"),
-        ((None, print), {"timeout": -1}, ValueError, "timeout must be >= 0"),
-        ((None, print), {"timeout": float("nan")}, ValueError, "timeout must be >= 0"),
+        ((None, print), {"timeout": -1}, ValueError, "or a number >= 0"),
+        ((None, print), {"timeout": float("nan")}, ValueError, "or a number >= 0"),
     ],
 )
 def test_run_in_context_bad_arguments(

@@ -25,7 +25,9 @@ from aiocore import (
     co_enter,
     co_schedule,
     co_wake,
+    run_in_context,
     sleep_ns,
+    wait_while,
     yield_,
 )
 
@@ -299,6 +301,30 @@ def test_reraising_handler_called_once_for_a_coroutine_woken_by_its_sleep_timer(
         for _ in range(1000):  # the timer is due at once; bounded anyway
             plain.poll(False)
     assert co.done and [str(e) for e in calls] == ["after sleep"]
+
+
+# -- 5. infinite timeouts --------------------------------------------------------
+
+
+@pytest.mark.parametrize("forever", [float("inf"), 1e300])
+def test_an_infinite_timeout_waits_forever(
+    plain: AioContext, registry: aiocore.PluginRegistry, forever: float
+) -> None:
+    """inf/1e300 passed the checks, then OverflowError (in stop(): after the state changed)."""
+    flag = [True]
+
+    def clear(_: object) -> None:
+        flag.clear()
+
+    plain.bh_schedule_oneshot(clear)
+    wait_while(plain, lambda: flag, timeout=forever)
+    io = IOThread(registry=registry).start()
+    try:
+        assert run_in_context(io.ctx, lambda: 7, timeout=forever) == 7
+        io.stop(timeout=forever)
+        assert not io.is_alive() and io.ctx.closed
+    finally:
+        io.stop(timeout=10)
 
 
 # -- 6. one coroutine object, two wrappers ---------------------------------------
