@@ -121,14 +121,22 @@ overflow it.  Kernels with ``IORING_FEAT_NODROP`` (5.5+) keep the extra CQEs
 in an overflow list and set ``IORING_SQ_CQ_OVERFLOW`` in the SQ flags; they
 are moved into the ring by the next ``io_uring_enter`` with
 ``IORING_ENTER_GETEVENTS`` (``io_uring_peek_batch_cqe`` does that when the
-ring is empty).  After draining the ring, :meth:`~IoUringBackend.wait` checks
-that flag and flushes, a bounded number of times; what is left keeps
-:meth:`~IoUringBackend.need_wait` true.  Some kernels refuse submissions
-with ``-EBUSY`` while the overflow list is not empty: the backend reaps and
-retries.  Without NODROP (or if the kernel fails to allocate an overflow
-entry, reported as ``-EBADR`` and counted in the CQ ``overflow`` counter),
-CQEs are lost; a one-shot poll whose CQE was lost would never be re-armed, so
-when that counter moves the backend re-arms every fd ("resync").
+ring is empty).  CQEs in that list when a wait starts are as old as the
+ring's, and the wait's own ``io_uring_enter`` would move them into the ring
+looking fresh, so a wait first flushes the list and re-checks everything in
+it like the ring's CQEs (one-shot: re-armed; multishot: probed) -- otherwise
+a fd drained since its CQE was posted would be reported.  After draining the
+ring, :meth:`~IoUringBackend.wait` checks the flag again and flushes what the
+wait itself produced, a bounded number of times: two CQEs per request that
+may complete (a multishot probe's POLL_REMOVE posts ``-ENOENT`` when the probe
+completed inline), a ring's worth per flush.  What is left keeps
+:meth:`~IoUringBackend.need_wait` true and is old at the next wait.  Some
+kernels refuse submissions with ``-EBUSY`` while the overflow list is not
+empty: the backend reaps (as old CQEs: re-checked) and retries.  Without
+NODROP (or if the kernel fails to allocate an overflow entry, reported as
+``-EBADR`` and counted in the CQ ``overflow`` counter), CQEs are lost; a
+one-shot poll whose CQE was lost would never be re-armed, so when that
+counter moves the backend re-arms every fd ("resync").
 
 **EINTR.**  ``io_uring_enter`` waiting for completions returns ``-EINTR``
 when a signal arrives (and hides it, returning the submit count, when it
@@ -381,6 +389,9 @@ class IoUringBackend(Backend):
         self._files: dict[int, tuple[int, int] | None] = {}
         #: Events reaped while making room in the rings, returned by this wait.
         self._held: dict[int, int] = {}
+        #: This wait could not empty the overflow list of CQEs posted before
+        #: it: what leaves the list is re-checked, not reported (see _take).
+        self._old_overflow = False
         #: tag (without _PROBE) -> how many requests carrying it may still
         #: post a CQE without being the fd's live request: cancelled requests
         #: until their final CQE is reaped, and multishot probes until their
@@ -502,7 +513,9 @@ class IoUringBackend(Backend):
         """
         if self._changes:
             self._apply_changes()
-        if self._general or self._rearm or self._held:
+        if self._general or self._rearm or self._held or self._sq_kflags[0] & IORING_SQ_CQ_OVERFLOW:
+            # (Completions in the kernel's overflow list are as old as the
+            # ring's; only _wait_general takes them out before waiting.)
             return self._wait_general(timeout_ns)
         cq_khead = self._cq_khead
         cq_ktail = self._cq_ktail
@@ -730,8 +743,13 @@ class IoUringBackend(Backend):
         raise OSError(errno.EBUSY, "io_uring_submit kept failing with EBUSY/EAGAIN")
 
     def _hold_completions(self) -> None:
-        """Reap the CQ into ``_held`` (returned by the current wait), flush overflow."""
-        self._held_merge(self._drain())
+        """Make room: reap the CQ as old (re-checked, failures held), flush overflow.
+
+        This can run before the wait has taken out the completions posted
+        before it (a change at the start of a wait that fills the SQ), so
+        what it reaps is treated as old, not reported.
+        """
+        self._held_merge(self._recheck_old())
         if self._sq_kflags[0] & IORING_SQ_CQ_OVERFLOW:
             self._lib.peek_batch_cqe(self._addr, self._cqe_ptr_addr, 1)
 
@@ -791,6 +809,13 @@ class IoUringBackend(Backend):
     def _wait_general(
         self, timeout_ns: int, waited: bool = False, deadline: int = 0
     ) -> list[tuple[int, int]]:
+        """Every case the fast path in :meth:`wait` leaves out (see :meth:`_wait_rounds`)."""
+        try:
+            return self._wait_rounds(timeout_ns, waited, deadline)
+        finally:
+            self._old_overflow = False  # it describes one wait
+
+    def _wait_rounds(self, timeout_ns: int, waited: bool, deadline: int) -> list[tuple[int, int]]:
         """Every case the fast path in :meth:`wait` leaves out.
 
         Arms deferred re-arms and probes, then loops: one
@@ -804,8 +829,8 @@ class IoUringBackend(Backend):
         """
         cq_khead = self._cq_khead
         cq_ktail = self._cq_ktail
-        if not waited and cq_ktail[0] != cq_khead[0]:
-            self._held_merge(self._recheck_old())
+        if not waited:
+            self._old_overflow = not self._reap_old()
         if self._rearm:
             self._arm_pending()
         if self._probe:
@@ -813,7 +838,7 @@ class IoUringBackend(Backend):
         if not waited and (timeout_ns == 0 or self._held):
             if self._ru32[SQE_TAIL_INDEX] != self._sq_khead[0]:
                 self._submit()
-            events = self._drain()
+            events = self._take()
             if events or timeout_ns == 0 or self._held:
                 return self._finish(events)
         addr = self._addr
@@ -844,7 +869,7 @@ class IoUringBackend(Backend):
                 if ret >= 0:
                     ret = lib.wait_cqe_timeout(addr, self._cqe_ptr_addr, ts_addr)
             if cq_ktail[0] != cq_khead[0] or self._sq_kflags[0] & IORING_SQ_CQ_OVERFLOW:
-                events = self._finish(self._drain())
+                events = self._finish(self._take())
                 if events:
                     return events
                 # Only stale or silent CQEs: arm what they asked for, wait on.
@@ -879,6 +904,70 @@ class IoUringBackend(Backend):
         # One-shot: the drain writes every re-arm SQE; keep only failures.
         dropped = self._dropped
         return [(fd, mask) for fd, mask in self._drain_oneshot(False) if fd in dropped]
+
+    def _reap_old(self) -> bool:
+        """Take every CQE posted before this wait as old, the overflow list's too.
+
+        The kernel keeps CQEs that did not fit in the ring in an overflow
+        list and moves them into the ring at the next ``io_uring_enter`` with
+        ``GETEVENTS`` -- which is this wait's own.  Taken then, a CQE posted
+        long before (a multishot wake-up, a probe result left over by the
+        last wait) would look fresh, and a fd drained since would be
+        reported.  So the list is flushed here, before anything is
+        submitted, and all of it goes through :meth:`_recheck_old` like the
+        ring.  Returns whether the list is empty now; if completions keep
+        arriving faster than the bounded flush takes them, it is not, and
+        :meth:`_take` treats what comes out of it later as old as well.
+        """
+        cq_khead = self._cq_khead
+        cq_ktail = self._cq_ktail
+        kflags = self._sq_kflags
+        rounds = self._flush_rounds()
+        while True:
+            if cq_ktail[0] != cq_khead[0]:
+                self._held_merge(self._recheck_old())
+            if not kflags[0] & IORING_SQ_CQ_OVERFLOW:
+                return True
+            if rounds <= 0:
+                return False
+            rounds -= 1
+            self._stats["overflow_flushes"] += 1
+            # The ring is empty: peek_batch_cqe enters with GETEVENTS, which
+            # moves overflowed CQEs into the ring without submitting anything.
+            self._lib.peek_batch_cqe(self._addr, self._cqe_ptr_addr, 1)
+
+    def _take(self) -> list[tuple[int, int]]:
+        """Reap the ring during a wait: report it, unless old CQEs may be in it.
+
+        Old CQEs can only reach the ring now from an overflow list that
+        :meth:`_reap_old` could not empty.  Until that list has been seen
+        empty after a reap, everything reaped is re-checked instead (only
+        failures reported).  Only this thread enters the ring, so nothing
+        moves from the list into the ring between the reap and the check.
+        """
+        if not self._old_overflow:
+            return self._drain()
+        events = self._recheck_old()
+        if not self._sq_kflags[0] & IORING_SQ_CQ_OVERFLOW:
+            self._old_overflow = False
+        return events
+
+    def _flush_rounds(self) -> int:
+        """How many overflow flushes can be needed for what may be outstanding.
+
+        Each flush moves at most a ring's worth.  What can be outstanding is
+        counted in requests: a live one posts one CQE (one-shot) or one per
+        wake-up plus a final one when the kernel ends it (multishot); each
+        counted in ``_pending`` (a cancelled request, a multishot probe) posts
+        one, and the POLL_REMOVE sent for it posts one more when it finds the
+        request already complete (``-ENOENT``: IOSQE_CQE_SKIP_SUCCESS
+        suppresses successes only).  Hence two per request; the fixed extra
+        rounds absorb wake-ups beyond that.  Sizing by armed fds alone
+        undercounted multishot by half and left probe results in the list,
+        to be reported by a later wait after the fd was drained.
+        """
+        requests = len(self._live) + sum(self._pending.values())
+        return 2 * requests // self._ring.cq_entries + _OVERFLOW_ROUNDS
 
     def _held_merge(self, events: list[tuple[int, int]]) -> None:
         """Keep *events* for the current wait to report (merged per fd)."""
@@ -1114,10 +1203,10 @@ class IoUringBackend(Backend):
         for fd, mask in events:
             merged[fd] = merged.get(fd, 0) | mask
         peek = self._lib.peek_batch_cqe
-        # Each flush moves at most a ring's worth; bound the rounds by what
-        # can be outstanding (one CQE per armed poll), so a burst is reported
-        # in this wait without risking an endless loop.
-        for _ in range(len(self._live) // self._ring.cq_entries + _OVERFLOW_ROUNDS):
+        # Bounded by what can be outstanding (_flush_rounds), so a burst is
+        # reported in this wait without risking an endless loop.  Whatever is
+        # left is old at the next wait, whose _reap_old re-checks it.
+        for _ in range(self._flush_rounds()):
             if not self._sq_kflags[0] & IORING_SQ_CQ_OVERFLOW:
                 break
             self._stats["overflow_flushes"] += 1
@@ -1126,7 +1215,7 @@ class IoUringBackend(Backend):
             peek(self._addr, self._cqe_ptr_addr, 1)
             if self._cq_ktail[0] == self._cq_khead[0]:
                 break
-            for fd, mask in self._drain():
+            for fd, mask in self._take():
                 merged[fd] = merged.get(fd, 0) | mask
         dropped = self._cq_koverflow[0]
         if dropped != self._overflow_seen:
