@@ -98,6 +98,28 @@ _NO_EVENTS: Final[list[tuple[int, int]]] = []
 _get_ident = threading.get_ident
 
 
+def check_backend_arg(backend: object) -> None:
+    """Raise ``TypeError``/``ValueError`` for a ``backend=`` no context accepts.
+
+    A function, not inline in ``__init__``, so that :class:`~aiocore.IOThread`
+    (which creates its context later, in its own thread) refuses the same
+    arguments in its constructor, with the same messages.
+    """
+    if backend is None:
+        return
+    if isinstance(backend, str):
+        names = [backend]
+    elif isinstance(backend, (list, tuple)) and all(isinstance(b, str) for b in backend):
+        names = list(backend)
+    else:
+        raise TypeError(
+            "backend must be a backend name (str), a list of names, or None, "
+            f"got {type(backend).__name__} {backend!r}"
+        )
+    if not names or not all(names):
+        raise ValueError(f"backend must name at least one backend, got {backend!r}")
+
+
 class AioContext:
     """An event loop in the shape of QEMU's ``AioContext``.
 
@@ -125,18 +147,7 @@ class AioContext:
     ) -> None:
         # Everything is checked before any OS resource is taken, so a bad
         # argument leaks nothing.
-        if backend is not None:
-            if isinstance(backend, str):
-                names = [backend]
-            elif isinstance(backend, (list, tuple)) and all(isinstance(b, str) for b in backend):
-                names = list(backend)
-            else:
-                raise TypeError(
-                    "backend must be a backend name (str), a list of names, or None, "
-                    f"got {type(backend).__name__} {backend!r}"
-                )
-            if not names or not all(names):
-                raise ValueError(f"backend must name at least one backend, got {backend!r}")
+        check_backend_arg(backend)
         poll_args = {
             "poll_max_ns": poll_max_ns,
             "poll_grow": poll_grow,

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Final
 
-from ._context import AioContext
+from ._context import AioContext, check_backend_arg
 from ._errors import check_nonneg_int
 from ._plugins import PluginRegistry
 from ._wait import _check_timeout
@@ -86,17 +86,9 @@ class IOThread:
             raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
         elif not name:
             raise ValueError("name must not be empty")
-        if (
-            backend is not None
-            and not isinstance(backend, str)
-            and not (
-                isinstance(backend, (list, tuple)) and all(isinstance(b, str) for b in backend)
-            )
-        ):
-            raise TypeError(
-                "backend must be a backend name (str), a list of names, or None, "
-                f"got {type(backend).__name__} {backend!r}"
-            )
+        # AioContext's own check: an empty name or list is refused here, not
+        # by start() from inside the new thread.
+        check_backend_arg(backend)
         check_nonneg_int(poll_max_ns, "poll_max_ns")
         check_nonneg_int(poll_grow, "poll_grow")
         check_nonneg_int(poll_shrink, "poll_shrink")
@@ -131,10 +123,14 @@ class IOThread:
     def ctx(self) -> AioContext:
         """The context this thread runs; available once :meth:`start` returned.
 
-        After :meth:`stop` it is the closed context.
+        After :meth:`stop` it is the closed context.  An IOThread stopped
+        before it started, or whose start failed, has none: ``RuntimeError``
+        says it was stopped (it cannot start any more).
         """
         ctx = self._ctx
         if ctx is None:
+            if self._state == _STOPPED:  # stopped before start(), or start() failed
+                raise RuntimeError(f"{self!r} has no context: it was stopped, and cannot start")
             raise RuntimeError(f"{self!r} has no context yet: call start() first")
         return ctx
 
@@ -251,8 +247,16 @@ class IOThread:
             raise RuntimeError(f"{self!r}: its loop died: poll() raised {error!r}") from error
 
     def __enter__(self) -> IOThread:
-        if self._state == _NEW:
+        """Start the thread if it is new; a started one is used as it is.
+
+        :raises RuntimeError: if it is stopping or stopped: the ``with`` body
+            would run against a closed context (or none), silently.
+        """
+        state = self._state
+        if state == _NEW:
             self.start()
+        elif state in (_STOPPING, _STOPPED):
+            raise RuntimeError(f"{self!r} is {state}: an IOThread cannot be entered again")
         return self
 
     def __exit__(

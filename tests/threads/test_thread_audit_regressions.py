@@ -341,3 +341,40 @@ def test_a_coroutine_object_can_be_wrapped_once() -> None:
     with pytest.raises(ValueError, match="coro is already wrapped by another Coroutine"):
         Coroutine(coro)
     coro.close()
+
+
+# -- 7. IOThread arguments and lifecycle -------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [[], (), "", ["poll", ""]])
+def test_iothread_refuses_an_empty_backend_in_the_constructor(
+    registry: aiocore.PluginRegistry, bad: object
+) -> None:
+    """Only start() refused these, from inside the new thread."""
+    with pytest.raises(ValueError, match="backend must name at least one backend"):
+        IOThread(backend=bad, registry=registry)  # type: ignore[arg-type]
+    # The same check (and message) as AioContext's.
+    with pytest.raises(ValueError, match="backend must name at least one backend"):
+        AioContext(backend=bad, registry=registry)  # type: ignore[arg-type]
+
+
+def test_entering_a_stopped_iothread_raises(registry: aiocore.PluginRegistry) -> None:
+    """``with io:`` on a stopped IOThread ran its body against a closed context."""
+    io = IOThread(registry=registry).start()
+    io.stop(timeout=10)
+    with pytest.raises(RuntimeError, match="stopped: an IOThread cannot be entered again"):
+        io.__enter__()
+    retired = IOThread(registry=registry)
+    retired.stop()  # before start(): it can never start now
+    with pytest.raises(RuntimeError, match="stopped: an IOThread cannot be entered again"):
+        retired.__enter__()
+    with pytest.raises(RuntimeError, match="it was stopped, and cannot start"):
+        retired.ctx  # noqa: B018  (said "call start() first", which raises)
+    with pytest.raises(RuntimeError, match="can only be started once"):
+        retired.start()
+    with IOThread(registry=registry) as fresh:  # a new one still works
+        assert run_in_context(fresh.ctx, lambda: 1, timeout=5) == 1
+    started = IOThread(registry=registry).start()
+    with started:  # an already started one is used as it is
+        assert started.is_alive()
+    assert not started.is_alive()
