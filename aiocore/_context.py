@@ -59,6 +59,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import Any, Final, TypeAlias
@@ -1012,6 +1013,25 @@ class AioContext:
                 self._event.close()
             self._table = FdTable()
             self._table.special = self._notifier_node
+
+    def __del__(self) -> None:
+        # A context dropped without close() would keep its backend's fds and
+        # its notifier open until the process ends.  Collected, it releases
+        # those (nothing else: no plugin hook or callback can run for an
+        # unreachable context) and says so with a ResourceWarning, as files
+        # and sockets do.
+        try:
+            if self._closed:
+                return
+            backend, event = self._backend, self._event
+        except AttributeError:  # never fully made (its __init__ raised)
+            return
+        self._closed = True
+        warnings.warn(f"unclosed AioContext on {backend.name}", ResourceWarning, stacklevel=2)
+        try:
+            backend.close()
+        finally:
+            event.close()
 
     def __enter__(self) -> AioContext:
         self._check_open()

@@ -10,6 +10,7 @@ context's internal notifier is made the same way.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -101,6 +102,18 @@ class EventNotifier:
         ]
         if missing:
             raise TypeError(f"{cls.__name__} must implement EventNotifier's {', '.join(missing)}")
+
+    def __del__(self) -> None:
+        # A notifier dropped without close() would keep its fd(s) open until
+        # the process ends: close them when collected, and say so with a
+        # ResourceWarning, as files and sockets do.
+        try:
+            if self.closed:
+                return
+        except Exception:  # never fully made (its __init__ raised)
+            return
+        warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
+        self.close()
 
     def __enter__(self) -> EventNotifier:
         return self

@@ -10,6 +10,8 @@ import gc
 import os
 import socket
 
+import pytest
+
 import aiocore
 from tests.conftest import open_fds
 
@@ -22,6 +24,28 @@ def test_thousand_contexts_leak_no_fd(backend: str, registry: aiocore.PluginRegi
     gc.collect()
     leaked = open_fds() - before
     assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
+
+
+def test_contexts_and_notifiers_dropped_unclosed_release_their_fds(
+    backend: str, registry: aiocore.PluginRegistry
+) -> None:
+    # Forgetting close() must not leak an eventfd (and a backend fd) per
+    # object until the process ends: collected, they close, with a
+    # ResourceWarning, as files and sockets do.
+    gc.collect()  # earlier tests' garbage is not this test's
+    before = open_fds()
+    with pytest.warns(ResourceWarning) as caught:
+        for _ in range(20):
+            aiocore.AioContext(backend, registry=registry)
+            aiocore.EventNotifier(registry=registry)
+        gc.collect()
+    leaked = open_fds() - before
+    assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked}
+    messages = [str(w.message) for w in caught]
+    assert sum(m.startswith("unclosed AioContext") for m in messages) == 20
+    # The 20 notifiers, and any context's own notifier that the collector
+    # finalised before its context.
+    assert sum(m.startswith("unclosed <") for m in messages) >= 20
 
 
 def test_context_with_handlers_closes_its_own_fds_only(
