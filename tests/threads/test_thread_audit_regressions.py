@@ -8,9 +8,11 @@ so a regression fails instead of hanging), never with sleeps.
 from __future__ import annotations
 
 import logging
+import textwrap
 import threading
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -378,3 +380,40 @@ def test_entering_a_stopped_iothread_raises(registry: aiocore.PluginRegistry) ->
     with started:  # an already started one is used as it is
         assert started.is_alive()
     assert not started.is_alive()
+
+
+# -- 8. the coroutine example of docs/threads.rst runs ---------------------------
+
+
+def _doc_example(heading: str) -> str:
+    """The first ``.. code-block:: python`` after *heading* in docs/threads.rst."""
+    lines = (Path(__file__).parents[2] / "docs" / "threads.rst").read_text().splitlines()
+    start = lines.index(heading)
+    at = lines.index(".. code-block:: python", start) + 1
+    block: list[str] = []
+    for line in lines[at:]:
+        if line and not line.startswith(" "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block))
+
+
+def test_the_coroutine_example_in_the_threads_page_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It used co_reschedule_self, other_ctx and io without defining them."""
+    code = _doc_example("Coroutines on a context")
+    assert "co_reschedule_self(other.ctx)" in code
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            exec(compile(code, "docs/threads.rst", "exec"), {"__name__": "__doc_example__"})
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, name="doc-example", daemon=True)
+    runner.start()
+    join_all([runner], 30)
+    assert errors == []
+    assert capsys.readouterr().out == "done\n"
