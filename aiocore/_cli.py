@@ -228,6 +228,8 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
             origin = cfg.backend_options[name].origin if name in cfg.backend_options else "default"
             options[name] = {"values": values, "origin": origin}
     config_file = str(cfg.file.path) if cfg.file else None
+    # As ``backends``: exit 1 when a context created here would fail.
+    status = 1 if "error" in sel or "selected" not in sel else 0
     if args.json:
         json.dump(
             {
@@ -242,7 +244,7 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
             default=str,
         )
         out.write("\n")
-        return 0
+        return status
     out.write(
         f"config file: {config_file or 'none found (searched from the current directory up)'}\n"
     )
@@ -260,7 +262,7 @@ def _cmd_info(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {name}: {shown}  [{o['origin']}]\n")
     out.write("\n")
     _write_selection(sel, out)
-    return 0
+    return status
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:

@@ -127,6 +127,8 @@ class BackendOptions(SphinxDirective):
             bounds = []
             if opt.minimum is not None:
                 bounds.append(f"at least {opt.minimum}")
+            if opt.maximum is not None:
+                bounds.append(f"at most {opt.maximum}")
             if opt.choices is not None:
                 bounds.append("one of " + ", ".join(f"``{json.dumps(c)}``" for c in opt.choices))
             extra = f" ({'; '.join(bounds)})" if bounds else ""

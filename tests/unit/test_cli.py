@@ -163,6 +163,11 @@ def test_backends_reports_what_aiocore_context_would_raise(
     data = json.loads(text)["selection"]
     assert data["error"] == error
     assert "runs_on" not in data
+    # info says the same, and exits 1 for it too.
+    for extra in ((), ("--json",)):
+        status, text = run("info", *extra)
+        assert status == 1
+        assert match in text
 
 
 def test_backends_exits_1_when_the_selected_backend_cannot_be_opened(
