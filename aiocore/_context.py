@@ -168,6 +168,7 @@ class AioContext:
         self._registry = reg
         self._config: Resolved = cfg
         self._home: int | None = _get_ident()
+        self._home_thread = threading.current_thread()
         self._closed = False
         self._lock = threading.RLock()
         self._lock_owner: int | None = None
@@ -985,6 +986,16 @@ class AioContext:
         """
         if self._closed:
             return
+        home = self._home_thread
+        if _get_ident() != self._home and home.is_alive():
+            # The home thread may be inside poll() or about to enter it, and
+            # would go on with a released backend.  A context whose home
+            # thread has ended may be closed from anywhere (cleanup).
+            raise RuntimeError(
+                f"close() from thread id {_get_ident()}: a context is closed by its home "
+                f"thread ({home.name!r}, id {self._home}), which is still running and may "
+                "be polling it; close it there after poll() returns (IOThread.stop() does)"
+            )
         if self._depth:
             raise RuntimeError(
                 "close() from inside poll() (a callback): schedule it to run after "

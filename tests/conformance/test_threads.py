@@ -26,6 +26,7 @@ from aiocore import (
     SCALE_MS,
     AioContext,
     Clock,
+    PluginRegistry,
     clock_enable,
     clock_get_ns,
     virtual_clock_step,
@@ -487,3 +488,37 @@ def test_notify_reentered_during_its_own_kick_does_not_deadlock(ctx: AioContext)
         ctx._notify_me -= 2
         del event.set
     assert ctx.poll(False) is False  # the kick is drained, no progress
+
+
+def test_close_from_another_thread_is_refused_while_the_home_thread_runs(
+    registry: PluginRegistry,
+) -> None:
+    # The home thread may be inside poll(), or about to enter it, and would
+    # go on with a released backend: close() belongs to it.  Once it has
+    # ended, anyone may close what it left (cleanup).
+    made: list[AioContext] = []
+    polling, stop = threading.Event(), threading.Event()
+
+    def home() -> None:
+        ctx = AioContext(registry=registry)
+        made.append(ctx)
+        polling.set()
+        while not stop.is_set():
+            ctx.poll(True)
+
+    t = threading.Thread(target=home)
+    t.start()
+    try:
+        assert polling.wait(5)
+        ctx = made[0]
+        with pytest.raises(RuntimeError, match=r"close\(\) from thread id .* home thread"):
+            ctx.close()
+        assert not ctx.closed
+    finally:
+        stop.set()
+        made[0].notify()
+        t.join(10)
+    assert not t.is_alive()
+    assert not ctx.closed
+    ctx.close()  # its home thread has ended
+    assert ctx.closed

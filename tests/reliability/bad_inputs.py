@@ -379,7 +379,7 @@ CASES: list[Case] = [
     Case("ctx.close()", "from a callback (inside poll())", RuntimeError,
          "close() from inside poll()", lambda w: w.close_from_callback()),
     Case("ctx.close()", "from another thread while the home thread polls", RuntimeError,
-         "close() from inside poll()", lambda w: w.close_while_polling()),
+         "a context is closed by its home thread", lambda w: w.close_while_polling()),
     # -- plugins ------------------------------------------------------------------
     Case("PluginRegistry(plugins=)", "two plugins named alike", PluginError,
          "two plugins are named 'poll'",

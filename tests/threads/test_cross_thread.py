@@ -446,7 +446,21 @@ def test_notify_kick_racing_close_never_writes_a_closed_notifier(
     waker was paused, and the kick then wrote to the closed notifier (or to
     an unrelated file that had reused its fd number).
     """
-    ctx = AioContext(registry=registry)
+    # The context's home thread ("closer") makes it and, when told, closes
+    # it (close() belongs to the home thread), while this thread steers.
+    made: list[AioContext] = []
+    ready, go = threading.Event(), threading.Event()
+
+    def home() -> None:
+        made.append(AioContext(registry=registry))
+        ready.set()
+        if go.wait(10):
+            made[0].close()
+
+    closer = threading.Thread(target=home)
+    closer.start()
+    assert ready.wait(5)
+    ctx = made[0]
     proxy = _PausingNotifier(ctx._event)
     ctx._event = proxy  # type: ignore[assignment]
     ctx._notify_me = 2  # as if a blocking poll() were announced
@@ -454,8 +468,7 @@ def test_notify_kick_racing_close_never_writes_a_closed_notifier(
     waker.start()
     assert proxy.paused.wait(5)
     ctx._notify_me = 0  # that poll() returned
-    closer = threading.Thread(target=ctx.close)
-    closer.start()
+    go.set()
     closer.join(0.2)
     proxy.resume.set()
     join_all([waker, closer], 10)
