@@ -21,7 +21,11 @@ allows exactly that).
 The batch iterator lives on the queue, not in the pass's frame: a nested
 ``poll()`` from inside a BH callback pulls the parent's remaining BHs from the
 same iterator first (SPEC 7), and a pass interrupted by an exception is
-resumed by the next ``poll()``.
+resumed by the next ``poll()``.  Such a pass takes its own batch *before*
+finishing the old one and keeps it on the queue (``_slices``, QEMU's BH
+slices) until its turn: what was scheduled before it began runs in it, and
+what the rest of the old batch schedules waits for the next ``poll()``, as in
+any pass.
 
 The lock guards the live queue, each BH's ``_where`` and ``_idle`` while
 queued, and ``nonidle`` (non-idle BHs in the live queue), which
@@ -149,6 +153,7 @@ class BHQueue:
         "_lock",
         "_notify",
         "_on_error",
+        "_slices",
         "closed",
         "nonidle",
     )
@@ -163,6 +168,8 @@ class BHQueue:
         #: Iterator over an unfinished pass's batch, or None.
         self._batch: Iterator[BH] | None = None
         self._batch_dict: dict[BH, None] = {}
+        #: Batches taken by a pass that had to finish an older one first.
+        self._slices: list[dict[BH, None]] = []
         self._notify = notify
         self._on_error = on_error
         self.nonidle = 0
@@ -180,7 +187,7 @@ class BHQueue:
     @property
     def pending(self) -> bool:
         """True if a BH is queued or an interrupted/parent pass has BHs left."""
-        return bool(self._live) or self._batch is not None
+        return bool(self._live) or self._batch is not None  # _slices: only with a _batch
 
     def schedule_idle(self, bh: BH) -> None:
         """Queue *bh* as idle; see :meth:`BH.schedule_idle`."""
@@ -235,18 +242,19 @@ class BHQueue:
         Returns true if a non-idle BH ran.
         """
         progress = False
+        if self._batch is not None and self._live:
+            # Finishing an older batch first (interrupted, or a parent
+            # pass): this pass's own batch is what is scheduled *now*.
+            self._slices.append(self._take_live())
         while True:
             batch_iter = self._batch
-            fresh = batch_iter is None
             if batch_iter is None:
-                if not self._live:
+                if self._slices:
+                    batch = self._slices.pop(0)
+                elif self._live:
+                    batch = self._take_live()
+                else:
                     return progress
-                lock = self._lock
-                lock.acquire()
-                batch = self._live
-                self._live = {}
-                self.nonidle = 0
-                lock.release()
                 self._batch_dict = batch
                 batch_iter = self._batch = iter(batch)
             else:
@@ -265,8 +273,16 @@ class BHQueue:
                     self._on_error(exc)
             if self._batch is batch_iter:
                 self._batch = None
-            if fresh:
+            if not self._slices:
                 return progress
+
+    def _take_live(self) -> dict[BH, None]:
+        """Swap the live queue out for an empty one; return it (a new batch)."""
+        with self._lock:
+            batch = self._live
+            self._live = {}
+            self.nonidle = 0
+        return batch
 
     def close(self) -> None:
         """Unschedule everything; later ``schedule()`` raises ``RuntimeError``.
@@ -287,6 +303,12 @@ class BHQueue:
                     if bh._where is batch and bh._on_drop is not None:
                         dropped.append(bh)
                     bh._where = None
+            for batch in self._slices:
+                for bh in batch:
+                    if bh._where is batch and bh._on_drop is not None:
+                        dropped.append(bh)
+                    bh._where = None
+            self._slices.clear()
             self._batch = None
             self.nonidle = 0
         if dropped:

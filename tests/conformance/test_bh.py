@@ -354,6 +354,40 @@ def test_idle_bh_caps_a_blocking_wait_at_10ms(ctx: AioContext, spy: WaitSpy) -> 
     assert not guard.fired
 
 
+def test_a_resumed_pass_runs_what_it_schedules_in_the_next_poll(ctx: AioContext) -> None:
+    # A pass interrupted by a re-raising handler is finished by the next
+    # poll(), which also runs its own pass: what was scheduled before that
+    # poll began (D), in the order scheduled after the old batch.  A BH the
+    # rest of the old batch schedules (R, by itself) waits for the poll after,
+    # as in any pass (SPEC 7), or a self-rescheduling BH could run twice in
+    # one poll().
+    ctx.set_exception_handler(ExcLog(reraise=True))
+    rec = Recorder()
+    runs = {"R": 0}
+
+    def boom(_opaque: object) -> None:
+        rec.calls.append(("A", None))
+        raise ValueError("boom")
+
+    def again(_opaque: object) -> None:
+        runs["R"] += 1
+        rec.calls.append(("R", None))
+        if runs["R"] < 5:
+            r.schedule()
+
+    ctx.bh_new(boom).schedule()
+    r = ctx.bh_new(again)
+    r.schedule()
+    with pytest.raises(ValueError, match="boom"):
+        ctx.poll(False)
+    assert rec.names() == ["A"]
+    ctx.bh_new(rec.cb("D")).schedule()
+    assert ctx.poll(False) is True
+    assert rec.names() == ["A", "R", "D"]
+    assert ctx.poll(False) is True
+    assert rec.names() == ["A", "R", "D", "R"]
+
+
 def test_bhs_run_before_fd_dispatch(ctx: AioContext, pair: Pair) -> None:
     rec = Recorder()
     ctx.set_fd_handler(pair.a, rec.cb("fd"))

@@ -123,6 +123,8 @@ class Model:
         self.bhs = [MBH(("bh", k), spec) for k, spec in enumerate(self.bh_specs)]
         self.live: dict[MBH, None] = {}
         self.batch: Batch | None = None
+        #: Batches a pass took before finishing an older one (QEMU's slices).
+        self.slices: list[Batch] = []
         self.timers = [MTimer(t, spec) for t, spec in enumerate(self.timer_specs)]
         #: The fds each active dispatch (outermost first) has yet to visit.
         self.remaining: list[list[int]] = []
@@ -282,17 +284,23 @@ class Model:
         self.bhs.append(MBH(("bh", len(self.bhs)), spec))
 
     def run_bhs(self) -> bool:
-        """One BH pass; a nested poll first finishes its parent's pass (SPEC 7)."""
+        """One BH pass; a nested poll first finishes its parent's pass (SPEC 7).
+
+        A pass that finishes an older batch (its parent's, or one an
+        exception interrupted) takes its own batch first, so what the rest
+        of the older one schedules waits for the next poll.
+        """
         progress = False
+        if self.batch is not None and self.live:
+            self.slices.append(self.take_live())
         while True:
-            fresh = self.batch is None
             if self.batch is None:
-                if not self.live:
+                if self.slices:
+                    batch = self.slices.pop(0)
+                elif self.live:
+                    batch = self.take_live()
+                else:
                     return progress
-                batch = Batch(list(self.live))
-                self.live = {}
-                for bh in batch.items:
-                    bh.where = batch
                 self.batch = batch
             else:
                 batch = self.batch
@@ -308,8 +316,15 @@ class Model:
                 self.callback(bh.spec, None, "bh", bh.label)  # type: ignore[arg-type]
             if self.batch is batch:
                 self.batch = None
-            if fresh:
+            if not self.slices:
                 return progress
+
+    def take_live(self) -> Batch:
+        batch = Batch(list(self.live))
+        self.live = {}
+        for bh in batch.items:
+            bh.where = batch
+        return batch
 
     # -- SPEC 8: timers (virtual clock) ---------------------------------------
 
