@@ -117,6 +117,42 @@ def test_suspended_coroutine_woken_into_a_context_that_closes_mid_pass(
     assert steps == ["start", "woken"] and co.done and co.ctx is plain
 
 
+def test_coroutine_in_a_batch_waiting_behind_a_resumed_pass_is_released_by_close(
+    registry: aiocore.PluginRegistry, plain: AioContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same, for a BH in the batch a poll() took before finishing an
+    interrupted pass, when the rest of that pass raised again."""
+    ran: list[str] = []
+
+    async def body() -> None:
+        ran.append("ran")
+
+    doomed = AioContext(registry=registry)
+
+    def reraise(_ctx: AioContext, exc: BaseException) -> None:
+        raise exc
+
+    def fail(_: object) -> None:
+        raise Boom
+
+    doomed.set_exception_handler(reraise)
+    doomed.bh_schedule_oneshot(fail)
+    doomed.bh_schedule_oneshot(fail)
+    with pytest.raises(Boom):
+        doomed.poll(False)  # stops at the first fail(); the second is left
+    co = Coroutine(body())
+    co_schedule(doomed, co)  # taken as the next poll's own batch...
+    with pytest.raises(Boom):
+        doomed.poll(False)  # ...which waits while the old pass raises again
+    assert co.scheduled and ran == []
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        doomed.close()
+    assert not co.scheduled and "1 coroutine(s)" in caplog.text
+    co_schedule(plain, co)
+    plain.poll(False)
+    assert ran == ["ran"]
+
+
 # -- 2. CoMutex handed to a waiter whose context closed ------------------------
 
 
