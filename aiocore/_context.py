@@ -982,7 +982,8 @@ class AioContext:
         """Release every OS resource; afterwards every method but this raises.
 
         Handlers are dropped, not called; their fds belong to their owners and
-        stay open.  Idempotent.
+        stay open.  Idempotent.  From the home thread (or any thread once the
+        home thread has ended): another thread gets ``RuntimeError``.
         """
         if self._closed:
             return
