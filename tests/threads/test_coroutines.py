@@ -6,7 +6,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,19 +33,6 @@ from aiocore import (
 from ._support import Watchdog, join_all
 
 Make = Callable[..., IOThread]
-
-
-@pytest.fixture
-def plain(registry: aiocore.PluginRegistry) -> Iterator[AioContext]:
-    """A context on the default backend: for tests where the backend is beside the point."""
-    ctx = AioContext(registry=registry)
-    errors: list[BaseException] = []
-    ctx.set_exception_handler(lambda _c, exc: errors.append(exc))
-    ctx.errors = errors  # type: ignore[attr-defined]
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def _errors(ctx: AioContext) -> list[BaseException]:

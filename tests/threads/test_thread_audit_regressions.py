@@ -11,7 +11,6 @@ import logging
 import textwrap
 import threading
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,6 @@ from aiocore import (
 )
 
 from ._support import join_all
-
-
-@pytest.fixture
-def plain(registry: aiocore.PluginRegistry) -> Iterator[AioContext]:
-    """A context whose exception handler records (and does not re-raise)."""
-    ctx = AioContext(registry=registry)
-    errors: list[BaseException] = []
-    ctx.set_exception_handler(lambda _c, exc: errors.append(exc))
-    ctx.errors = errors  # type: ignore[attr-defined]
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 class Boom(Exception):
