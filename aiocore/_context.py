@@ -877,6 +877,7 @@ class AioContext:
 
     def _set_poll_started(self, started: bool) -> None:
         self._pollmode.started = started
+        escaping: Exception | None = None
         ext_disabled = self._external_disabled
         for node in list(self._table.nodes.values()):
             if node.deleted or (node.is_external and ext_disabled):
@@ -886,7 +887,17 @@ class AioContext:
                 try:
                     fn(node.opaque)
                 except Exception as exc:
-                    self._handle_exception(exc)
+                    try:
+                        self._handle_exception(exc)
+                    except Exception as reraised:
+                        # The transition is recorded as made: every other
+                        # handler must get its hook too, or one would see
+                        # io_poll_end without io_poll_begin (a ring would
+                        # stop or keep asking for kicks).  Raise after.
+                        if escaping is None:
+                            escaping = reraised
+        if escaping is not None:
+            raise escaping
 
     def _poll_once(self) -> bool:
         """Call every ``io_poll`` once; return true if one found work."""

@@ -33,7 +33,7 @@ from aiocore import (
 )
 from aiocore._pollmode import PollMode
 
-from ._support import Guard, Recorder, WaitSpy, make_pipe
+from ._support import ExcLog, Guard, Recorder, WaitSpy, make_pipe
 
 INITIAL = 4000
 
@@ -310,6 +310,37 @@ def test_begin_and_end_run_on_transitions_only(
     # Every poll found work by polling: a hit sets the timeout to 0, so no
     # blocking wait happened (the virtual timer is 50 ms away).
     assert all(t == 0 for t in spy.timeouts), spy.timeouts
+
+
+@pytest.mark.parametrize("hook", ["begin", "end"])
+def test_a_reraised_hook_error_still_gives_every_handler_its_hook(
+    ctx: AioContext, handlers: Callable[..., PollHandler], hook: str
+) -> None:
+    # A re-raising exception handler makes poll() raise, but the transition
+    # is recorded as made: the other handlers must get their io_poll_begin
+    # (or io_poll_end) too, or one would later see an end without a begin.
+    first, second = handlers(), handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+
+    def boom(_opaque: object) -> None:
+        raise ValueError(hook)
+
+    if hook == "begin":
+        ctx.set_fd_poll(first.r, boom, first.rec.cb("end"))
+    ctx.set_exception_handler(ExcLog(reraise=True))
+    first.result = second.result = True
+    if hook == "begin":
+        with pytest.raises(ValueError, match="begin"):
+            ctx.poll(True)
+    else:
+        ctx.poll(True)
+        ctx.set_fd_poll(first.r, first.rec.cb("begin"), boom)
+        with pytest.raises(ValueError, match="end"):
+            ctx.poll(False)  # a zero window ends poll mode
+    assert second.hooks == (["begin"] if hook == "begin" else ["begin", "end"])
+    ctx.set_exception_handler(None)
 
 
 def test_nonblocking_poll_ends_poll_mode(
