@@ -12,6 +12,7 @@ Skipped (with the probe's reason) where io_uring is unavailable, unless
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import errno
 import os
@@ -662,19 +663,32 @@ def test_idle_fd_closed_while_registered_raises_once_on_removal(
     assert not backend.need_wait()
 
 
-def test_fd_closed_and_number_reused_while_registered_raises_once_on_removal(
-    make: Factory, mode: str
-) -> None:
-    """The armed poll keeps the old file; removal notices the number names another one."""
-    backend = make(multishot=mode)
+@contextlib.contextmanager
+def _registered_then_reused(backend: IoUringBackend) -> Iterator[tuple[int, int]]:
+    """Watch a pipe's read end, close it, give its number to another pipe's.
+
+    Yields ``(fd, writer)``: the reused number and the new pipe's write end.
+    """
     r, w = os.pipe()
     r2, w2 = os.pipe()
     try:
         backend.update(r, 0, EVENT_IN)
         assert backend.wait(0) == []
         os.close(r)
-        os.dup2(r2, r)  # the number now names another pipe, which is readable
-        os.write(w2, b"new")
+        os.dup2(r2, r)  # the number now names the other pipe
+        yield r, w2
+    finally:
+        for fd in (r, w, r2, w2):
+            os.close(fd)
+
+
+def test_fd_closed_and_number_reused_while_registered_raises_once_on_removal(
+    make: Factory, mode: str
+) -> None:
+    """The armed poll keeps the old file; removal notices the number names another one."""
+    backend = make(multishot=mode)
+    with _registered_then_reused(backend) as (r, w2):
+        os.write(w2, b"new")  # the new file is readable; the armed poll watches the old
         assert backend.wait(0) == []
         assert backend.wait(1 * MS) == []
         with pytest.raises(FileNotFoundError) as info:
@@ -683,30 +697,18 @@ def test_fd_closed_and_number_reused_while_registered_raises_once_on_removal(
         assert backend.wait(0) == []  # the removal was recorded all the same
         assert backend.statistics()["fds"] == 0
         assert not backend.need_wait()
-    finally:
-        for fd in (r, w, r2, w2):
-            os.close(fd)
 
 
 def test_change_after_number_reuse_watches_the_new_file(make: Factory, mode: str) -> None:
     """A change issues a new poll on whatever the number names: removal is clean then."""
     backend = make(multishot=mode)
-    r, w = os.pipe()
-    r2, w2 = os.pipe()
-    try:
-        backend.update(r, 0, EVENT_IN)
-        assert backend.wait(0) == []
-        os.close(r)
-        os.dup2(r2, r)
+    with _registered_then_reused(backend) as (r, w2):
         backend.update(r, EVENT_IN, EVENT_IN)  # a new handler for the new file
         assert backend.wait(0) == []
         os.write(w2, b"new")
         assert wait_for(backend, r) == EVENT_IN
         backend.update(r, EVENT_IN, 0)  # no error: this is the file registered
         assert backend.wait(0) == []
-    finally:
-        for fd in (r, w, r2, w2):
-            os.close(fd)
 
 
 def test_adding_a_closed_fd_reports_nval_once(make: Factory, sockets: Any, mode: str) -> None:
