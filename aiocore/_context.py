@@ -960,14 +960,20 @@ class AioContext:
             revents = node.revents
             if not revents:
                 continue
-            node.revents = 0
             if node.is_external and self._external_disabled:
+                node.revents = 0
                 continue
             if revents & EVENT_NVAL:
+                node.revents = 0
                 code = self._backend.fd_errno(fd)
                 cause = OSError(code, os.strerror(code))
                 handle(self._fd_error(fd, cause, "waiting for it"))
                 continue
+            # The write half stays on the record while io_read runs: if
+            # io_read replaces the handler, the new record inherits it and
+            # gets its io_write in this pass (SPEC 3); a nested poll that
+            # dispatches the fd takes it, and then it is not dispatched twice.
+            node.revents = revents & WRITE_EVENTS
             if revents & READ_EVENTS:
                 cb = node.io_read
                 if cb is not None:
@@ -978,8 +984,16 @@ class AioContext:
                     if node is not notifier:
                         progress = True
             if revents & WRITE_EVENTS:
+                node = nodes.get(fd)  # io_read may have replaced or removed it
+                if node is None or not node.revents & WRITE_EVENTS:
+                    continue  # removed, or a nested poll dispatched it
+                # (Only the write half: readiness a nested poll recorded and
+                # did not dispatch stays, as before this dispatch.)
+                node.revents &= ~WRITE_EVENTS
                 cb = node.io_write
-                if cb is not None and not node.deleted:
+                if cb is not None and not node.deleted and not (
+                    node.is_external and self._external_disabled
+                ):
                     progress = True
                     try:
                         cb(node.opaque)

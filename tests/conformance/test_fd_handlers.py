@@ -327,6 +327,28 @@ def test_replaced_handler_is_dispatched_with_the_new_callbacks(
     assert calls in (["A-old", "B-new"], ["B-old", "A-new"])
 
 
+def test_handler_replaced_by_its_own_io_read_gets_io_write_in_the_same_pass(
+    ctx: AioContext, pair: Pair
+) -> None:
+    # SPEC 3: the new record inherits the readiness not yet dispatched in
+    # this pass, here the fd's OUT half, and is dispatched for it with the
+    # new callbacks; the old io_write never runs.
+    calls: list[str] = []
+
+    def old_read(_opaque: object) -> None:
+        calls.append("old read")
+        ctx.set_fd_handler(
+            pair.a, lambda _o: calls.append("new read"), lambda _o: calls.append("new write")
+        )
+
+    ctx.set_fd_handler(pair.a, old_read, lambda _o: calls.append("old write"))
+    ctx.poll(False)
+    calls.clear()
+    pair.send_to_a()  # readable, and (a socket with room) writable
+    assert ctx.poll(False) is True
+    assert calls == ["old read", "new write"]
+
+
 def test_handler_replaced_by_a_bh_inherits_the_readiness_of_this_poll(
     ctx: AioContext, pair: Pair, spy: WaitSpy
 ) -> None:

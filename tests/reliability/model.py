@@ -477,15 +477,25 @@ class Model:
                 slot = candidates[item]
                 remaining.remove(slot)
                 rec = self.nodes[slot]
-                revents, rec.revents = rec.revents, 0
+                revents = rec.revents
+                # The write half stays on the record while io_read runs, so
+                # a record io_read installs inherits it (SPEC 3), and a
+                # nested poll that dispatches the fd takes it.
+                rec.revents = revents & EVENT_OUT
                 if revents & EVENT_IN and rec.spec.io_read is not None:
                     progress = True
                     self.expect(("read", slot, rec.gen))
                     self.callback(rec.spec.io_read, rec, "read")
-                if revents & EVENT_OUT and rec.spec.io_write is not None and not rec.deleted:
-                    progress = True
-                    self.expect(("write", slot, rec.gen))
-                    self.callback(rec.spec.io_write, rec, "write")
+                    cur = self.nodes.get(slot)
+                    if cur is None:
+                        continue
+                    rec = cur
+                if rec.revents & EVENT_OUT:
+                    rec.revents &= ~EVENT_OUT
+                    if rec.spec.io_write is not None and not rec.deleted and not self.ext_off(rec):
+                        progress = True
+                        self.expect(("write", slot, rec.gen))
+                        self.callback(rec.spec.io_write, rec, "write")
         finally:
             self.remaining.pop()
         return progress
