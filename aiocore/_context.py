@@ -991,9 +991,9 @@ class AioContext:
                 # did not dispatch stays, as before this dispatch.)
                 node.revents &= ~WRITE_EVENTS
                 cb = node.io_write
-                if cb is not None and not node.deleted and not (
-                    node.is_external and self._external_disabled
-                ):
+                # (A record in the table is never a deleted one; a record
+                # io_read installed may be external, though.)
+                if cb is not None and not (node.is_external and self._external_disabled):
                     progress = True
                     try:
                         cb(node.opaque)

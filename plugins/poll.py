@@ -80,7 +80,8 @@ class PollBackend(Backend):
 
     def wait(self, timeout_ns: int) -> list[tuple[int, int]]:
         changed = self._changed
-        changed.clear()  # before the call: select.poll builds its array in it
+        if changed:  # cleared before the call: select.poll builds its array in it
+            changed.clear()
         events = self._poll_call(timeout_ms(timeout_ns))
         if changed:
             # Reports about registrations another thread replaced during
