@@ -76,7 +76,7 @@ class ConfigFile:
         return f"{self.path}: key {prefix}{key}"
 
 
-_cache: dict[tuple[str, int, int], ConfigFile | None] = {}
+_cache: dict[tuple[int, int, int, int], ConfigFile | None] = {}
 _cache_lock = threading.Lock()
 
 
@@ -85,7 +85,10 @@ def _read(path: Path, pyproject: bool) -> ConfigFile | None:
         st = path.stat()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    key = (str(path), st.st_mtime_ns, st.st_size)
+    # The file's identity (device, inode), not the path as given: a relative
+    # AIOCORE_CONFIG names another file in another working directory, and a
+    # copy with its times kept (cp -p, tar) has the same size and mtime.
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -94,6 +97,8 @@ def _read(path: Path, pyproject: bool) -> ConfigFile | None:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib does not wrap this one
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     if pyproject:
@@ -143,8 +148,11 @@ def check_backend_value(value: object, where: str) -> list[str]:
         names = [v.strip() for v in value]
     else:
         raise ConfigError(f"{where}: must be a backend name or a list of names, got {value!r}")
-    if not names or not all(names):
+    if not any(names):
         raise ConfigError(f"{where}: must name at least one backend, got {value!r}")
+    if not all(names):
+        empty = names.index("") + 1
+        raise ConfigError(f"{where}: has an empty backend name (item {empty}), got {value!r}")
     return names
 
 
@@ -162,7 +170,14 @@ def find_config_file(
         if cf is None:
             raise ConfigError(f"AIOCORE_CONFIG={explicit!r}: the file has no [tool.aiocore] table")
         return cf
-    here = (cwd or Path.cwd()).resolve()
+    if cwd is None:
+        try:
+            cwd = Path.cwd()
+        except OSError:
+            # The working directory was removed: there is no directory to
+            # search from, so no file applies (AIOCORE_CONFIG still does).
+            return None
+    here = cwd.resolve()
     for directory in (here, *here.parents):
         candidate = directory / "aiocore.toml"
         if candidate.is_file():

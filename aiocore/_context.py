@@ -117,8 +117,11 @@ def check_backend_arg(backend: object) -> None:
             "backend must be a backend name (str), a list of names, or None, "
             f"got {type(backend).__name__} {backend!r}"
         )
-    if not names or not all(names):
+    if not any(names):
         raise ValueError(f"backend must name at least one backend, got {backend!r}")
+    if not all(names):
+        empty = names.index("") + 1
+        raise ValueError(f"backend has an empty name (item {empty}), got {backend!r}")
 
 
 class AioContext:

@@ -370,15 +370,23 @@ def test_a_coroutine_object_can_be_wrapped_once() -> None:
 # -- 7. IOThread arguments and lifecycle -------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [[], (), "", ["poll", ""]])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ([], "backend must name at least one backend"),
+        ((), "backend must name at least one backend"),
+        ("", "backend must name at least one backend"),
+        (["poll", ""], r"backend has an empty name \(item 2\)"),
+    ],
+)
 def test_iothread_refuses_an_empty_backend_in_the_constructor(
-    registry: aiocore.PluginRegistry, bad: object
+    registry: aiocore.PluginRegistry, bad: object, message: str
 ) -> None:
     """Only start() refused these, from inside the new thread."""
-    with pytest.raises(ValueError, match="backend must name at least one backend"):
+    with pytest.raises(ValueError, match=message):
         IOThread(backend=bad, registry=registry)  # type: ignore[arg-type]
     # The same check (and message) as AioContext's.
-    with pytest.raises(ValueError, match="backend must name at least one backend"):
+    with pytest.raises(ValueError, match=message):
         AioContext(backend=bad, registry=registry)  # type: ignore[arg-type]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,11 @@ def test_bad_env_backend(reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch) -
     ):
         aiocore.AioContext(registry=reg)
     monkeypatch.setenv("AIOCORE_BACKEND", "poll,,epoll")
+    with pytest.raises(
+        ConfigError, match=r"AIOCORE_BACKEND: has an empty backend name \(item 2\)"
+    ):
+        aiocore.AioContext(registry=reg)
+    monkeypatch.setenv("AIOCORE_BACKEND", " , ")
     with pytest.raises(ConfigError, match="AIOCORE_BACKEND: must name at least one backend"):
         aiocore.AioContext(registry=reg)
 
@@ -204,6 +210,46 @@ def test_config_file_is_cached_until_changed(tmp_path: Path, reg: PluginRegistry
     assert second is not first
     assert second is not None
     assert second.data["backend"] == "epoll"
+
+
+def test_cache_tells_two_files_with_one_relative_name_apart(
+    tmp_path: Path, reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative AIOCORE_CONFIG names another file in another directory.
+
+    Same size and mtime (a copy with its times kept): the cache keyed on the
+    path string returned the first file's settings for the second.
+    """
+    for sub, name in (("a", "poll"), ("b", "epol")):
+        (tmp_path / sub).mkdir()
+        path = write(tmp_path / sub / "aiocore.toml", f'backend = "{name}"\n')
+        os.utime(path, ns=(1_700_000_000_000_000_000,) * 2)
+    env = {"AIOCORE_CONFIG": "aiocore.toml"}
+    monkeypatch.chdir(tmp_path / "a")
+    assert resolve(registry=reg, env=env).backend.value == ["poll"]
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(aiocore.UnknownBackendError, match="unknown backend 'epol'"):
+        resolve(registry=reg, env=env).check_names(reg)
+
+
+def test_config_file_not_utf8_is_a_config_error(tmp_path: Path, reg: PluginRegistry) -> None:
+    (tmp_path / "aiocore.toml").write_bytes(b'backend = "poll"\n# \xff\n')
+    with pytest.raises(ConfigError, match=r"aiocore.toml: not valid TOML: not UTF-8"):
+        find_config_file({})
+    out = io.StringIO()
+    assert main(["info"], out=out) == 1
+
+
+def test_removed_working_directory_means_no_config_file(
+    tmp_path: Path, reg: PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert find_config_file({}) is None
+    with aiocore.AioContext("poll", registry=reg) as ctx:
+        assert ctx.backend_name == "poll"
 
 
 def test_notifier_kind_from_config(tmp_path: Path, reg: PluginRegistry) -> None:
