@@ -82,7 +82,7 @@ def selection(registry: PluginRegistry) -> dict[str, Any]:
         result["selected"] = name
         try:
             backend = registry.open_backend([name], options.__getitem__, lambda _m: None)
-        except (OSError, BackendUnavailable, ConfigError) as exc:
+        except (OSError, BackendUnavailable, ConfigError, PluginError) as exc:
             result["error"] = f"{name} could not be opened: {exc}"
         else:
             try:

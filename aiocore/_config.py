@@ -98,7 +98,8 @@ def _read(path: Path, pyproject: bool) -> ConfigFile | None:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib does not wrap this one
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        reason = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+        raise ConfigError(f"{path}: not valid TOML: {reason}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     if pyproject:

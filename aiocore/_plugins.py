@@ -27,19 +27,21 @@ import functools
 import importlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import pluggy
 
 from . import hookspec
 from ._errors import BackendUnavailable, PluginError, UnknownBackendError
 from ._notifier import EventNotifier
-from .backend import Backend, BackendSetup
+from ._sources import SourceNamespace
+from .backend import Backend, BackendSetup, Option
 
 if TYPE_CHECKING:
     from ._context import AioContext
@@ -74,6 +76,11 @@ BUILTIN_PLUGINS: Final = (
 BUILTIN_PACKAGE: Final = "aiocore_plugins"
 #: The entry-point group, which is also pluggy's project name.
 ENTRY_POINT_GROUP: Final = "aiocore"
+
+
+#: A backend or notifier name: it appears in comma-separated lists
+#: (``AIOCORE_BACKEND``) and as a TOML key (``[backends.NAME]``).
+_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 class PluginWarning(UserWarning):
@@ -141,23 +148,53 @@ class Registrar:
         self.items: list[tuple[str, Any]] = []
 
     def __call__(self, *args: Any) -> None:
-        if self.kind == "backend":
-            (cls,) = args
-            if not (isinstance(cls, type) and issubclass(cls, Backend)):
-                raise TypeError(f"register() takes a Backend subclass, got {cls!r}")
-            self.items.append((cls.name, cls))
-        elif self.kind == "notifier":
-            (cls,) = args
-            if not (isinstance(cls, type) and issubclass(cls, EventNotifier)):
-                raise TypeError(f"register() takes an EventNotifier subclass, got {cls!r}")
-            self.items.append((cls.name, cls))
+        # Everything is checked here, in the plugin's own hook, so a mistake
+        # fails that plugin by name (it is skipped, or raises when strict)
+        # instead of surfacing later in every context or under another name.
+        kind = self.kind
+        if kind == "source":
+            if len(args) != 2:
+                raise TypeError(f"register() takes a name and a factory, got {len(args)} arguments")
+            name, obj = args
+            if (
+                not isinstance(name, str)
+                or not name.isidentifier()
+                or name.startswith("_")
+                or hasattr(SourceNamespace, name)  # ctx.sources.close would shadow it
+            ):
+                raise ValueError(
+                    "source name must be an identifier that does not start with '_' and is "
+                    f"not a method of ctx.sources ('close'), got {name!r}"
+                )
+            if not callable(obj):
+                raise TypeError(f"source factory must be callable, got {obj!r}")
         else:
-            name, factory = args
-            if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(f"source name must be an identifier, got {name!r}")
-            if not callable(factory):
-                raise TypeError(f"source factory must be callable, got {factory!r}")
-            self.items.append((name, factory))
+            base: type = Backend if kind == "backend" else EventNotifier
+            if len(args) != 1:
+                raise TypeError(
+                    f"register() takes one {base.__name__} subclass, got {len(args)} arguments"
+                )
+            (obj,) = args
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise TypeError(f"register() takes a {base.__name__} subclass, got {obj!r}")
+            name = getattr(obj, "name", None)
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                raise ValueError(
+                    f"{obj.__qualname__}.name must be a {kind} name (letters, digits, '_' and "
+                    f"'-', not starting with a digit or '-'), got {name!r}"
+                )
+            if kind == "backend":
+                options = cast("type[Backend]", obj).options
+                if not isinstance(options, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, Option) for k, v in options.items()
+                ):
+                    raise TypeError(
+                        f"{obj.__qualname__}.options must map option names (str) to "
+                        f"aiocore.backend.Option, got {options!r}"
+                    )
+        if any(n == name for n, _ in self.items):
+            raise ValueError(f"{kind} {name!r} is registered twice by this plugin")
+        self.items.append((name, obj))
 
 
 class _Manager(pluggy.PluginManager):
@@ -218,6 +255,20 @@ class PluginRegistry:
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        # Checked before anything loads: a str would be taken letter by letter.
+        for arg, value in (("block", block), ("builtins", builtins)):
+            if value is not None and (
+                isinstance(value, str)
+                or not isinstance(value, Iterable)
+                or not all(isinstance(v, str) for v in value)
+            ):
+                raise TypeError(f"{arg} must be a list of plugin names (str), got {value!r}")
+        plugins = list(plugins)
+        for pair in plugins:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise TypeError(
+                    f"plugins must be a list of (name, plugin object) pairs, got item {pair!r}"
+                )
         if autoload is None:
             autoload = not _env_flag(env, "AIOCORE_DISABLE_PLUGIN_AUTOLOAD")
         if block is None:
@@ -271,12 +322,20 @@ class PluginRegistry:
     ) -> None:
         info = PluginInfo(name=name, module=module, dist=dist, builtin=builtin)
         if name in self.plugins:
+            # Blocking by name cannot tell the two apart, so the first (a
+            # built-in, or the entry point sorted first) stays and this one is
+            # skipped like any other broken plugin.
             other = self.plugins[name]
-            raise PluginError(
+            message = (
                 f"two plugins are named {name!r}: {other.module} ({other.dist}) and "
-                f"{module} ({dist}); block one with AIOCORE_BLOCK_PLUGINS or rename its "
-                f"entry point"
+                f"{module} ({dist}); rename the second's entry point or uninstall it"
             )
+            if self.strict:
+                raise PluginError(f"{message} (AIOCORE_STRICT_PLUGINS is set)")
+            warnings.warn(
+                f"aiocore: {message}; the second is skipped", PluginWarning, stacklevel=3
+            )
+            return
         self.plugins[name] = info
         if name in self.blocked:
             info.status = "blocked"
@@ -288,12 +347,19 @@ class PluginRegistry:
         except Exception as exc:
             self._fail(info, f"{where} failed to import: {type(exc).__name__}: {exc}", exc)
             return
+        if self.pm.is_registered(plugin):
+            # One module under two names: pluggy refuses the second, and its
+            # hooks would run once anyway.  The first registration stays.
+            self._fail(
+                info, f"{where} is the same object as plugin {self.pm.get_name(plugin)!r}", None
+            )
+            return
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
         except Exception as exc:
-            if self.pm.is_registered(plugin):
-                self.pm.unregister(plugin)
+            if self.pm.get_plugin(name) is plugin:
+                self.pm.unregister(name=name)
             self._fail(info, f"{where} is invalid: {exc}", exc)
             return
         staged: list[tuple[str, Registrar]] = []
@@ -306,7 +372,7 @@ class PluginRegistry:
             try:
                 self._call_one(plugin, hook, register=registrar)
             except Exception as exc:
-                self.pm.unregister(plugin)
+                self.pm.unregister(name=name)
                 self._fail(info, f"{where} raised in {hook}: {type(exc).__name__}: {exc}", exc)
                 return
             staged.append((kind, registrar))
@@ -366,8 +432,17 @@ class PluginRegistry:
         for name in names:
             if name not in self.backends:
                 known = ", ".join(sorted(self.backends)) or "(none registered)"
-                blocked = [p for p in self.blocked if p == name]
-                hint = f" (plugin {name!r} is blocked by AIOCORE_BLOCK_PLUGINS)" if blocked else ""
+                failed = [p for p in self.plugins.values() if p.status == "failed"]
+                if name in self.blocked:
+                    hint = f" (plugin {name!r} is blocked by AIOCORE_BLOCK_PLUGINS)"
+                elif any(p.name == name for p in failed):
+                    hint = f" (plugin {name!r} did not load: {self.plugins[name].error})"
+                elif failed:
+                    # It may be one of theirs: a CLI hides the load warnings.
+                    names = ", ".join(repr(p.name) for p in failed)
+                    hint = f" (plugins that did not load: {names}; see 'aiocore plugins')"
+                else:
+                    hint = ""
                 raise UnknownBackendError(
                     f"unknown backend {name!r}{hint}; known backends: {known}"
                 )
@@ -403,7 +478,17 @@ class PluginRegistry:
                 log=log_to,
                 info=info_to,
             )
-            return self.backends[name].cls(setup)
+            info = self.backends[name]
+            try:
+                return info.cls(setup)
+            except (OSError, BackendUnavailable, PluginError):
+                raise
+            except Exception as exc:
+                # A bug or refusal inside a plugin: name it, as loading does.
+                raise PluginError(
+                    f"backend {name!r} (plugin {info.plugin!r}, {info.dist}) failed to start: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         detail = "; ".join(f"{n}: {r}" for n, r in reasons.items())
         if len(names) == 1:
             message = f"backend {names[0]!r} is not available here: {detail}"
@@ -446,6 +531,7 @@ class PluginRegistry:
     def call_lifecycle(self, hook: str, ctx: AioContext) -> None:
         """Call *hook* on every plugin, attributing and containing failures."""
         caller = getattr(self.pm.hook, hook)
+        first: PluginError | None = None
         for impl in reversed(caller.get_hookimpls()):
             try:
                 impl.function(ctx=ctx)
@@ -453,9 +539,18 @@ class PluginRegistry:
                 message = (
                     f"plugin {impl.plugin_name!r} raised in {hook}: {type(exc).__name__}: {exc}"
                 )
-                if self.strict:
-                    raise PluginError(message) from exc
-                log.warning("%s", message, exc_info=exc)
+                if not self.strict:
+                    log.warning("%s", message, exc_info=exc)
+                elif first is None:
+                    # Strict mode raises, but only after every plugin had its
+                    # hook: one plugin's failure must not skip another's
+                    # aiocore_context_closing (its resources would leak).
+                    first = PluginError(message)
+                    first.__cause__ = exc
+                else:
+                    log.error("%s", message, exc_info=exc)
+        if first is not None:
+            raise first
 
 
 _default: PluginRegistry | None = None

@@ -147,6 +147,7 @@ def _normalize(name: str) -> str:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``aiocore bench``; return the exit status (1 if any contender failed)."""
     from .. import measurements
+    from .._errors import UnknownBackendError
     from .._plugins import default_registry
     from . import harness, report
     from .workloads import WORKLOADS
@@ -186,11 +187,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             not_available[b] = why
     if args.backend:
         wanted = list(dict.fromkeys(args.backend))
-        unknown = [b for b in wanted if b not in registry.backends]
-        if unknown:
-            return _err(
-                f"unknown backend {', '.join(unknown)}; known: {', '.join(registry.backends)}"
-            )
+        try:
+            # The registry's check: its message says why a name is missing
+            # (a blocked plugin, or one that did not load).
+            registry.check_backend_names(wanted)
+        except UnknownBackendError as exc:
+            return _err(str(exc))
         absent = [b for b in wanted if b in not_available]
         if absent:
             for b in absent:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -22,6 +23,7 @@ import pytest
 
 import aiocore
 from aiocore import PluginError, PluginRegistry, PluginWarning, UnknownBackendError
+from aiocore.backend import Backend
 from tests.conftest import pip_install
 
 DISTS = Path(__file__).resolve().parent.parent / "plugin_dists"
@@ -306,10 +308,225 @@ def test_lifecycle_hook_failure_is_contained(caplog: pytest.LogCaptureFixture) -
         aiocore.AioContext(backend="poll", registry=strict)
 
 
-def test_two_plugins_with_one_name_is_an_error() -> None:
+def test_two_plugins_with_one_name_skip_the_second() -> None:
+    """Blocking by name cannot tell them apart: the second is skipped, named.
+
+    It used to raise PluginError in every mode, naming AIOCORE_BLOCK_PLUGINS
+    as the way out, which blocked both: one installed distribution with an
+    entry point called ``poll`` made every AioContext() fail.
+    """
     a = types.SimpleNamespace()
-    with pytest.raises(PluginError, match="two plugins are named 'poll'"):
-        PluginRegistry(autoload=False, env={}, plugins=[("poll", a)])
+    with pytest.warns(PluginWarning, match="two plugins are named 'poll'.*second is skipped"):
+        reg = PluginRegistry(autoload=False, env={}, plugins=[("poll", a)])
+    assert reg.plugins["poll"].builtin
+    with aiocore.AioContext(backend="poll", registry=reg) as ctx:
+        assert ctx.backend_name == "poll"
+    with pytest.raises(PluginError, match=r"two plugins are named 'poll'.*rename"):
+        PluginRegistry(autoload=False, env={}, strict=True, plugins=[("poll", a)])
+
+
+def test_one_module_under_two_names_keeps_the_first() -> None:
+    """Refusing the alias unregistered the first name's hooks from pluggy."""
+    created: list[object] = []
+
+    def on_created(ctx: Any) -> None:
+        created.append(ctx)
+
+    plugin = types.SimpleNamespace(aiocore_context_created=on_created)
+    with pytest.warns(PluginWarning, match="'alias'.* is the same object as plugin 'good'"):
+        reg = PluginRegistry(
+            autoload=False,
+            env={},
+            builtins=("notifier", "poll"),
+            plugins=[("good", plugin), ("alias", plugin)],
+        )
+    assert reg.plugins["good"].status == "loaded"
+    assert reg.plugins["alias"].status == "failed"
+    with aiocore.AioContext(backend="poll", registry=reg) as ctx:
+        pass
+    assert created == [ctx]
+
+
+def _backend_plugin(*classes: Any) -> object:
+    def register(register: Any) -> None:
+        for cls in classes:
+            register(cls)
+
+    return types.SimpleNamespace(aiocore_register_backends=register)
+
+
+def test_a_backend_constructor_error_names_its_plugin() -> None:
+    reg = PluginRegistry(
+        autoload=False,
+        env={},
+        builtins=("notifier",),
+        plugins=[("refuser", _backend_plugin(_Refusing))],
+    )
+    with pytest.raises(
+        PluginError,
+        match=r"backend 'refusing' \(plugin 'refuser', None\) failed to start: "
+        r"RuntimeError: kernel refused feature X",
+    ) as info:
+        aiocore.AioContext(backend="refusing", registry=reg)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    # aiocore info / backends report it on the selection line (a traceback before).
+    result = selection_of(reg, "refusing")
+    assert "refusing could not be opened: backend 'refusing'" in result["error"]
+
+
+def selection_of(reg: PluginRegistry, backend: str) -> dict[str, Any]:
+    from aiocore._cli import selection
+
+    old = os.environ.get("AIOCORE_BACKEND")
+    os.environ["AIOCORE_BACKEND"] = backend
+    try:
+        return selection(reg)
+    finally:
+        if old is None:
+            del os.environ["AIOCORE_BACKEND"]
+        else:
+            os.environ["AIOCORE_BACKEND"] = old
+
+
+class _Named(Backend):
+    def update(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout_ns: int) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _Refusing(_Named):
+    name = "refusing"
+
+    def __init__(self, setup: Any) -> None:
+        raise RuntimeError("kernel refused feature X")
+
+
+def _named(name: object, options: object = None) -> type[Backend]:
+    attrs: dict[str, object] = {"name": name}
+    if options is not None:
+        attrs["options"] = options
+    return type("Custom", (_Named,), attrs)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ((_named(None),), r"Custom.name must be a backend name .*got None"),
+        ((_named("a,b"),), r"Custom.name must be a backend name .*got 'a,b'"),
+        ((_named(""),), r"Custom.name must be a backend name .*got ''"),
+        ((_named("dup"), _named("dup")), r"backend 'dup' is registered twice by this plugin"),
+        ((_named("opts", {"depth": 5}),), r"Custom.options must map option names .* to "),
+    ],
+)
+def test_registered_backends_are_checked_in_the_plugins_hook(
+    classes: tuple[type[Backend], ...], message: str
+) -> None:
+    """A bad name or options failed later, in every context, naming nothing.
+
+    With ``name = None`` a typo like ``backend='epol'`` gave a TypeError from
+    sorting the names; ``options = {"depth": 5}`` broke every AioContext();
+    a second class under one name silently replaced the first.
+    """
+    with pytest.warns(
+        PluginWarning, match=r"plugin 'custom' .*raised in aiocore_register_backends"
+    ):
+        reg = PluginRegistry(
+            autoload=False,
+            env={},
+            builtins=("notifier", "poll"),
+            plugins=[("custom", _backend_plugin(*classes))],
+        )
+    assert reg.plugins["custom"].status == "failed"
+    assert re.search(message, reg.plugins["custom"].error or "")
+    assert set(reg.backends) == {"poll"}
+    with pytest.raises(UnknownBackendError, match="unknown backend 'epol'"):
+        aiocore.AioContext(backend="epol", registry=reg)
+    with aiocore.AioContext(backend="poll", registry=reg):
+        pass
+
+
+def test_register_with_the_wrong_arity_names_what_it_takes() -> None:
+    plugin = types.SimpleNamespace(
+        aiocore_register_backends=lambda register: register("x", _named("x"))
+    )
+    with pytest.warns(PluginWarning, match=r"register\(\) takes one Backend subclass, got 2"):
+        PluginRegistry(autoload=False, env={}, builtins=(), plugins=[("arity", plugin)])
+
+
+@pytest.mark.parametrize("name", ["close", "_hidden"])
+def test_source_names_ctx_sources_cannot_reach_are_refused(name: str) -> None:
+    """``ctx.sources.close`` is the namespace's method; ``_`` names raise AttributeError."""
+    plugin = types.SimpleNamespace(
+        aiocore_register_sources=lambda register: register(name, lambda ctx: object())
+    )
+    with pytest.warns(PluginWarning, match=rf"source name must be .*got '{name}'"):
+        reg = PluginRegistry(autoload=False, env={}, builtins=(), plugins=[("src", plugin)])
+    assert name not in reg.sources
+
+
+def test_strict_lifecycle_hooks_all_run_before_the_first_error() -> None:
+    """A raising closing hook skipped the next plugin's: its resources leaked."""
+    calls: list[str] = []
+
+    def failing(ctx: Any) -> None:
+        calls.append("B")
+        raise RuntimeError("B fails in closing")
+
+    a = types.SimpleNamespace(aiocore_context_closing=lambda ctx: calls.append("A"))
+    b = types.SimpleNamespace(aiocore_context_closing=failing)
+    reg = PluginRegistry(
+        autoload=False,
+        env={},
+        strict=True,
+        builtins=("notifier", "poll"),
+        plugins=[("a", a), ("b", b)],
+    )
+    ctx = aiocore.AioContext(backend="poll", registry=reg)
+    with pytest.raises(PluginError, match="plugin 'b' raised in aiocore_context_closing"):
+        ctx.close()
+    assert sorted(calls) == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"block": "epoll"}, r"block must be a list of plugin names \(str\), got 'epoll'"),
+        ({"builtins": "poll"}, r"builtins must be a list of plugin names \(str\), got 'poll'"),
+        ({"block": [1]}, r"block must be a list of plugin names"),
+        ({"plugins": [types]}, r"plugins must be a list of \(name, plugin object\) pairs"),
+    ],
+)
+def test_registry_arguments_are_checked(kwargs: dict[str, Any], message: str) -> None:
+    """``block="epoll"`` blocked the letters e, p, o, l and left epoll loaded."""
+    with pytest.raises(TypeError, match=message):
+        PluginRegistry(autoload=False, env={}, **kwargs)
+
+
+def test_unknown_backend_says_which_plugin_did_not_load() -> None:
+    """The CLI hides load warnings, so the error itself must say it."""
+
+    def broken() -> None:
+        raise ImportError("needs libfoo")
+
+    bad = types.SimpleNamespace(aiocore_register_backends=lambda register: broken())
+    with pytest.warns(PluginWarning):
+        reg = PluginRegistry(
+            autoload=False, env={}, builtins=("notifier", "poll"), plugins=[("select", bad)]
+        )
+    with pytest.raises(
+        UnknownBackendError,
+        match=r"unknown backend 'select' \(plugin 'select' did not load: .*needs libfoo\)",
+    ):
+        aiocore.AioContext(backend="select", registry=reg)
+    with pytest.raises(
+        UnknownBackendError, match=r"plugins that did not load: 'select'; see 'aiocore plugins'"
+    ):
+        aiocore.AioContext(backend="other", registry=reg)
 
 
 def test_no_registry_is_created_at_import() -> None:
