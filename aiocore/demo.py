@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from typing import Any, TextIO
 
@@ -46,6 +47,11 @@ def run_echo_server(ctx: AioContext, host: str, port: int, out: TextIO) -> None:
     A client that sends faster than it reads makes ``write()`` return
     ``False``; the server then stops reading from it until ``on_drain``.
     """
+    _listen(ctx, host, port, out)
+    _serve(ctx)
+
+
+def _listen(ctx: AioContext, host: str, port: int, out: TextIO) -> None:
 
     def on_connection(stream: Any) -> None:
         def on_data(data: bytes) -> None:
@@ -60,6 +66,9 @@ def run_echo_server(ctx: AioContext, host: str, port: int, out: TextIO) -> None:
         f"(backend {ctx.backend_name}); Ctrl-C stops it\n"
     )
     out.flush()
+
+
+def _serve(ctx: AioContext) -> None:
     poll = ctx.poll
     while True:
         poll(True)
@@ -76,11 +85,22 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if not 0 <= args.port <= 65535:
         out.write(f"aiocore demo echo: --port must be in 0..65535, got {args.port}\n")
         return 2
+    # The context first: a refused --backend then leaves the caller's SIGTERM
+    # handler alone (main() also runs in-process, from tests and embedders).
+    ctx = AioContext(backend=args.backend)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
-    ctx = AioContext(backend=args.backend)
     try:
-        run_echo_server(ctx, args.host, args.port, out)
+        try:
+            _listen(ctx, args.host, args.port, out)
+        except (OSError, ValueError) as exc:
+            # A port in use, a host that does not resolve: a user's error,
+            # so a message, not a traceback.
+            sys.stderr.write(
+                f"aiocore demo echo: cannot listen on {args.host}:{args.port}: {exc}\n"
+            )
+            return 1
+        _serve(ctx)
     except KeyboardInterrupt:
         out.write("stopped\n")
     finally:

@@ -189,3 +189,38 @@ def test_backends_exits_1_when_the_selected_backend_cannot_be_opened(
     status, text = run("backends", "--json")
     assert status == 1
     assert json.loads(text)["selection"]["selected"] == "poll"
+
+
+def test_demo_refused_backend_leaves_the_sigterm_handler_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The handler was installed before the context, and stayed on a refusal."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run("demo", "echo", "--backend", "bogus")[0] == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "unknown backend 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["port in use", "unresolvable host"])
+def test_demo_listen_errors_are_messages(case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A port in use or a host that does not resolve printed a traceback."""
+    import signal
+    import socket
+
+    before = signal.getsignal(signal.SIGTERM)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        if case == "port in use":
+            args = ["--port", str(busy.getsockname()[1])]
+            reason = "Address already in use"
+        else:
+            args = ["--host", "no-such-host.invalid"]
+            reason = "is not a valid address"
+        assert run("demo", "echo", "--backend", "poll", *args)[0] == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aiocore demo echo: cannot listen on ")
+    assert reason in err
+    assert signal.getsignal(signal.SIGTERM) is before
