@@ -41,10 +41,6 @@ the coroutine driver, which rides on one-shot BHs:
   one-shots that named it, after the queue is closed, so the owner can undo
   the promise.  A hook that raises is logged: ``close()`` must go on
   releasing resources.
-* ``own_errors``: the callback reports its exceptions to the exception
-  handler itself, so what escapes it is what the *handler* raised (SPEC 12:
-  that makes ``poll()`` raise).  The pass lets it propagate instead of
-  handing it to the handler a second time.
 """
 
 from __future__ import annotations
@@ -77,7 +73,6 @@ class BH:
         "_idle",
         "_on_drop",
         "_opaque",
-        "_own_errors",
         "_queue",
         "_where",
     )
@@ -92,7 +87,6 @@ class BH:
         self._deleted = False
         #: See the module docstring; set only on internal one-shots.
         self._on_drop: DropHook | None = None
-        self._own_errors = False
 
     def __repr__(self) -> str:
         state = "deleted" if self._deleted else "scheduled" if self._where is not None else "idle"
@@ -207,16 +201,13 @@ class BHQueue:
         opaque: object,
         *,
         on_drop: DropHook | None = None,
-        own_errors: bool = False,
     ) -> None:
         """Run ``cb(opaque)`` once at the next pass, then forget it.
 
-        *on_drop* and *own_errors* are for internal callers; see the module
-        docstring.
+        *on_drop* is for internal callers; see the module docstring.
         """
         bh = BH(self, cb, opaque)
         bh._on_drop = on_drop
-        bh._own_errors = own_errors
         bh.schedule()
         # Retired now: nobody else holds it, so it can never be rescheduled.
         bh._deleted = True
@@ -275,8 +266,8 @@ class BHQueue:
                 try:
                     bh._cb(bh._opaque)
                 except Exception as exc:
-                    if bh._own_errors:
-                        raise  # the handler raised it: reported already
+                    # What the handler raised (from a nested poll(), or a
+                    # coroutine's driver) is passed on by _on_error itself.
                     self._on_error(exc)
             if self._batch is batch_iter:
                 self._batch = None

@@ -178,6 +178,9 @@ class AioContext:
         self._lock_depth = 0
         self._hlock = threading.Lock()  # serialises handler changes
         self._exc_handler: ExceptionHandler | None = None
+        #: What the exception handler last raised, on its way out of poll():
+        #: see _handle_exception().
+        self._escaping: BaseException | None = None
 
         # SPEC 6 state.
         self._notify_me = 0
@@ -337,11 +340,22 @@ class AioContext:
         self._exc_handler = check_callback(handler, "handler", optional=True)
 
     def _handle_exception(self, exc: BaseException) -> None:
+        # What the handler raises leaves poll(), through every callback
+        # between it and the outermost poll(): a timer, BH or fd callback that
+        # ran a nested poll() catches it on the way.  Handing it to the
+        # handler again there would report one error twice, so it is
+        # remembered and passed on; the outermost poll() forgets it.
+        if exc is self._escaping:
+            raise exc
         handler = self._exc_handler
         if handler is None:
             log.error("exception in an aiocore callback on %r", self, exc_info=exc)
-        else:
+            return
+        try:
             handler(self, exc)
+        except BaseException as out:
+            self._escaping = out
+            raise
 
     # -- notify (SPEC 6) ----------------------------------------------------
 
@@ -838,6 +852,8 @@ class AioContext:
             # poll() (SPEC 12).  BHs and timers keep their own state.
             snapshot = list(table.nodes.items())
             self._leftover = [(fd, 0) for fd, n in snapshot if n.revents]
+            if self._depth == 1:
+                self._escaping = None  # out of the outermost poll(): see _handle_exception
             raise
         finally:
             if announced:

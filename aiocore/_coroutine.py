@@ -296,18 +296,18 @@ def _mark(
 def _post(ctx: AioContext, co: Coroutine) -> None:
     """Enter the (marked) *co* in *ctx* at its next BH pass; unmark on failure.
 
-    The one-shot goes straight to the context's BH queue, for two options
+    The one-shot goes straight to the context's BH queue, for an option
     ``bh_schedule_oneshot`` does not offer (see :mod:`._bh`): *on_drop*
     unmarks *co* if the context closes before the BH ran (else *co* would
-    stay "scheduled" for ever and could never be scheduled anywhere else),
-    and *own_errors* because :func:`_drive` reports to the exception handler
-    itself (else a handler that re-raises would be called a second time,
-    with its own exception, by the BH pass).
+    stay "scheduled" for ever and could never be scheduled anywhere else).
+    :func:`_drive` reports to the exception handler itself; what the handler
+    re-raises is recognised by the BH pass and passed on (see
+    ``AioContext._handle_exception``).
     """
     try:
         if ctx.closed:
             raise RuntimeError("this AioContext is closed")
-        ctx._bhs.schedule_oneshot(_scheduled_bh, (ctx, co), on_drop=_dropped, own_errors=True)
+        ctx._bhs.schedule_oneshot(_scheduled_bh, (ctx, co), on_drop=_dropped)
     except BaseException:
         with co._lock:
             co._scheduled = None
@@ -544,9 +544,6 @@ class _Sleep:
         assert ctx is not None
         token = object()
         timer = ctx.timer_new_ns(self._clock, _sleep_timer_cb, (co, token))
-        # The driver reports to the exception handler itself: what escapes
-        # the callback is what the handler raised (see _post).
-        timer._own_errors = True
         timer.mod_ns(clock_get_ns(self._clock) + self._ns)
         co._token = token
         try:

@@ -16,11 +16,9 @@ the value read when the run began are set aside and pushed back afterwards.
 Arming, deleting and reading are safe from any thread: one lock per context
 guards the heaps; callbacks run without it.
 
-A timer whose ``_own_errors`` is set (the coroutine driver's sleep timers)
-reports its callback's exceptions to the exception handler itself; what
-escapes it is what the handler raised, so the run lets it propagate instead
-of handing it to the handler a second time (as the BH pass does, see
-:mod:`._bh`).
+A callback's exception goes to the context's exception handler (SPEC 12).
+One the handler itself raised, escaping a nested ``poll()`` or the coroutine
+driver, is recognised there and passed on, not reported twice.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ class Timer:
     takes nanoseconds whatever the scale.
     """
 
-    __slots__ = ("_cb", "_clock", "_entry", "_group", "_opaque", "_own_errors", "_scale")
+    __slots__ = ("_cb", "_clock", "_entry", "_group", "_opaque", "_scale")
 
     def __init__(
         self,
@@ -69,7 +67,6 @@ class Timer:
         self._opaque = opaque
         self._entry: _Entry | None = None
         #: Set by internal callers only; see the module docstring.
-        self._own_errors = False
 
     def __repr__(self) -> str:
         state = f"expires at {self.expire_time_ns} ns" if self.pending else "idle"
@@ -280,8 +277,6 @@ class TimerGroup:
                     try:
                         timer._cb(timer._opaque)
                     except Exception as exc:
-                        if timer._own_errors:
-                            raise  # the handler raised it: reported already
                         self._on_error(exc)
             finally:
                 if deferred:

@@ -656,3 +656,58 @@ def test_the_exception_handler_may_change_handlers_after_an_fd_error(
             ctx.set_fd_handler(fd, None)
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("outer", ["timer", "bh", "io_read"])
+@pytest.mark.parametrize("inner", ["timer", "bh"])
+def test_a_reraised_exception_reaches_the_handler_once_through_nested_polls(
+    ctx: AioContext, outer: str, inner: str
+) -> None:
+    """What the handler raises in a nested poll() passes the outer callback.
+
+    The outer callback (a timer, BH or fd handler) runs poll() nested; a
+    callback there raises, the handler re-raises, and the exception escapes
+    the nested poll() into the outer callback's frame, whose pass caught it
+    and handed the same exception to the handler a second time.
+    """
+    seen: list[BaseException] = []
+
+    def handler(c: AioContext, exc: BaseException) -> None:
+        seen.append(exc)
+        raise exc
+
+    def bad(_o: object) -> None:
+        raise ValueError("boom")
+
+    def nested(_o: object) -> None:
+        if outer == "io_read":
+            pair.sa.recv(16)  # level-triggered: the nested poll() would call it again
+        if inner == "bh":
+            ctx.bh_schedule_oneshot(bad)  # for the nested poll() to run
+        ctx.poll(False)
+
+    pair = Pair()
+    timers: list[Timer] = []
+    try:
+        ctx.set_exception_handler(handler)
+        if outer == "timer":
+            timers.append(ctx.timer_new_ns(Clock.REALTIME, nested))
+            timers[-1].mod_ns(0)
+        elif outer == "bh":
+            ctx.bh_schedule_oneshot(nested)
+        else:
+            os.write(pair.b, b"x")
+            ctx.set_fd_handler(pair.a, nested)
+        if inner == "timer":
+            timers.append(ctx.timer_new_ns(Clock.REALTIME, bad))
+            timers[-1].mod_ns(1)
+        with pytest.raises(ValueError, match="boom"):
+            for _ in range(5):
+                ctx.poll(False)
+        assert len(seen) == 1
+    finally:
+        ctx.set_exception_handler(None)
+        for t in timers:
+            t.delete()
+        ctx.set_fd_handler(pair.a, None)
+        pair.close()
