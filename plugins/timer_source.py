@@ -12,6 +12,18 @@ time).  A periodic timer keeps its phase: after a loop that blocked for 55 ms,
 a 10 ms timer fires once with ``overrun=4`` or ``5``, and its next expiry is
 still on the original 10 ms grid, never drifted by the delay.
 
+Every time argument (``delay_ns``, ``deadline_ns``, ``interval_ns``,
+``first_ns``) is an ``int`` number of nanoseconds from 0 (1 for the
+``interval_ns`` of :meth:`TimerSource.periodic`) to :data:`MAX_NS`,
+``2**63 - 1`` (about 292 years), on both mechanisms.  That is the kernel's
+range: a timerfd keeps its times as signed 64-bit nanoseconds, and
+``os.timerfd_settime_ns`` takes no more.  Anything else is a ``TypeError`` or
+a ``ValueError`` naming the argument and the range, raised before anything is
+made.  A relative time near the bound never expires in practice; the kernel
+saturates ``now + delay`` at ``2**63 - 1`` nanoseconds of its clock, so
+:meth:`~TimerHandle.remaining_ns` of such a timer reads a little less on
+timerfd than on the timer lists.
+
 Why a kernel timer rather than the core's timer lists (``ctx.timer_new``)?
 The kernel keeps counting while the process is busy, blocked, stopped or (with
 ``CLOCK_BOOTTIME``) suspended, and keeps the period exact: nothing in user space
@@ -67,7 +79,14 @@ from typing import Any, Final, TypeAlias
 
 from aiocore import AioContext, BackendUnavailable, Clock, Timer, clock_get_ns, hookimpl
 
-__all__ = ["CLOCKS", "MECHANISMS", "TimerHandle", "TimerSource", "timerfd_unavailable_reason"]
+__all__ = [
+    "CLOCKS",
+    "MAX_NS",
+    "MECHANISMS",
+    "TimerHandle",
+    "TimerSource",
+    "timerfd_unavailable_reason",
+]
 
 TimerCallback: TypeAlias = Callable[[int], object]
 
@@ -81,6 +100,12 @@ CLOCKS: Final[dict[str, int | None]] = {
 #: The two ways a timer runs: the kernel's timerfd, or the core's timer lists.
 MECHANISMS: Final = ("timerfd", "timer-list")
 
+#: The largest nanosecond count any argument takes: ``2**63 - 1``, about 292
+#: years.  It is the range of the kernel's time (``ktime_t``) and of
+#: ``os.timerfd_settime_ns``; the same bound holds on the timer-list
+#: mechanism, so a value is accepted or refused the same way on both.
+MAX_NS: Final = 2**63 - 1
+
 _TFD_TIMER_ABSTIME: Final = 1
 _NS: Final = 1_000_000_000
 
@@ -88,6 +113,9 @@ _NS: Final = 1_000_000_000
 # ---------------------------------------------------------------------------
 # timerfd binding: os.timerfd_* on 3.13+, ctypes to libc before.
 # ---------------------------------------------------------------------------
+
+
+_C_LONG_MAX: Final = 2 ** (8 * ctypes.sizeof(ctypes.c_long) - 1) - 1
 
 
 class _Timespec(ctypes.Structure):
@@ -163,6 +191,15 @@ class _Timerfd:
         return fd
 
     def _c_set(self, fd: int, flags: int, initial_ns: int, interval_ns: int) -> None:
+        # ctypes stores an int too big for a C long modulo 2**bits, silently:
+        # refuse it here rather than arm the timer at a truncated time.
+        # (TimerSource never passes more than MAX_NS, which fits a 64-bit long.)
+        for name, ns in (("initial_ns", initial_ns), ("interval_ns", interval_ns)):
+            if not 0 <= ns // _NS <= _C_LONG_MAX:
+                raise OverflowError(
+                    f"timerfd_settime: {name} {ns} does not fit a struct timespec here "
+                    f"(0 to {_C_LONG_MAX} seconds)"
+                )
         spec = _Itimerspec()
         spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(initial_ns, _NS)
         spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(interval_ns, _NS)
@@ -427,10 +464,11 @@ def _check_ns(value: object, argname: str, *, positive: bool) -> int:
                 f"{type(value).__name__} {value!r}"
             )
         value = int(value)
-    if positive and value <= 0:
-        raise ValueError(f"{argname} must be > 0 nanoseconds, got {value}")
-    if value < 0:
-        raise ValueError(f"{argname} must be >= 0 nanoseconds, got {value}")
+    if not (1 if positive else 0) <= value <= MAX_NS:
+        raise ValueError(
+            f"{argname} must be {'> 0' if positive else '>= 0'} and <= 2**63 - 1 "
+            f"({MAX_NS}, about 292 years) nanoseconds, got {value}"
+        )
     return value
 
 
@@ -440,7 +478,9 @@ class TimerSource:
     :attr:`mechanism` is ``"timerfd"`` where the kernel has it, else
     ``"timer-list"`` (the core's timers; see the module docstring).  Every
     method takes ``mechanism=`` to choose per timer, and ``clock=`` one of
-    ``"monotonic"`` (default), ``"realtime"``, ``"boottime"``.
+    ``"monotonic"`` (default), ``"realtime"``, ``"boottime"``.  Times are
+    ``int`` nanoseconds from 0 to :data:`MAX_NS` (``2**63 - 1``); a value
+    outside is a ``ValueError`` naming the argument, and nothing is made.
 
     Methods belong to the home thread (or a thread holding ``ctx.acquire()``).
     """

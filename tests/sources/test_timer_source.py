@@ -8,11 +8,13 @@ API and the numbers a callback sees must be the same.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiocore_plugins.timer_source import TimerHandle, timerfd_unavailable_reason
+from aiocore_plugins.timer_source import MAX_NS, TimerHandle, timerfd_unavailable_reason
 
 from aiocore import AioContext, BackendUnavailable
 
@@ -215,14 +217,15 @@ def test_callback_exception_is_reported_and_the_timer_keeps_running(
         (
             lambda s: s.periodic(-1, print),
             ValueError,
-            "interval_ns must be > 0 nanoseconds, got -1",
+            f"interval_ns must be > 0 and <= 2**63 - 1 ({MAX_NS}, about 292 years) "
+            "nanoseconds, got -1",
         ),
-        (lambda s: s.periodic(0, print), ValueError, "interval_ns must be > 0 nanoseconds, got 0"),
+        (lambda s: s.periodic(0, print), ValueError, "interval_ns must be > 0 and <= 2**63 - 1"),
         (lambda s: s.periodic(1.5, print), TypeError, "interval_ns must be an int number"),
         (lambda s: s.periodic(True, print), TypeError, "interval_ns must be an int number"),
         (lambda s: s.periodic(MS, "cb"), TypeError, "callback must be a callable, got str"),
         (lambda s: s.periodic(MS, print, first_ns=-5), ValueError, "first_ns must be >= 0"),
-        (lambda s: s.after(-1, print), ValueError, "delay_ns must be >= 0 nanoseconds, got -1"),
+        (lambda s: s.after(-1, print), ValueError, "delay_ns must be >= 0 and <= 2**63 - 1"),
         (lambda s: s.after(MS, None), TypeError, "callback must be a callable, got NoneType"),
         (lambda s: s.at(-3, print), ValueError, "deadline_ns must be >= 0"),
         (lambda s: s.at(MS, print, interval_ns=-1), ValueError, "interval_ns must be >= 0"),
@@ -243,10 +246,101 @@ def test_bad_inputs(
     no_fd_leak: None, ctx: AioContext, call: Any, exc: type[Exception], message: str
 ) -> None:
     source = ctx.sources.timer
-    with pytest.raises(exc, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(exc, match=re.escape(message)):
         call(source)
     assert source.timers == []
     assert ctx.handler_fds() == []
+
+
+# Times past MAX_NS: each is refused, by name, on both mechanisms.  Through
+# ctypes the first two used to arm a timer ~1 s away and disarm one that still
+# said active; the periods fired every millisecond.
+_TOO_BIG = [
+    (lambda s, m: s.after(MAX_NS + 1, print, mechanism=m), "delay_ns", ">= 0"),
+    (lambda s, m: s.after(2**64 * 10**9 + 10**9, print, mechanism=m), "delay_ns", ">= 0"),
+    (lambda s, m: s.after(2**70 * 10**9, print, mechanism=m), "delay_ns", ">= 0"),
+    (lambda s, m: s.at(MAX_NS + 1, print, mechanism=m), "deadline_ns", ">= 0"),
+    (lambda s, m: s.at(0, print, interval_ns=MAX_NS + 1, mechanism=m), "interval_ns", ">= 0"),
+    (lambda s, m: s.periodic(2**64 * 10**9 + MS, print, mechanism=m), "interval_ns", "> 0"),
+    (lambda s, m: s.periodic(MS, print, first_ns=MAX_NS + 1, mechanism=m), "first_ns", ">= 0"),
+]
+
+
+@pytest.fixture
+def poll_ctx(registry: Any) -> Iterator[AioContext]:
+    """A context on poll: where the backend plays no part, one is enough."""
+    with AioContext(backend="poll", registry=registry) as ctx:
+        yield ctx
+
+
+@pytest.mark.parametrize(("call", "argname", "low"), _TOO_BIG)
+def test_times_past_max_ns_are_refused_and_change_nothing(
+    no_fd_leak: None, poll_ctx: AioContext, mechanism: str, call: Any, argname: str, low: str
+) -> None:
+    ctx = poll_ctx
+    source = ctx.sources.timer
+    fds = ctx.handler_fds()
+    message = f"{argname} must be {low} and <= 2**63 - 1 ({MAX_NS}, about 292 years) nanoseconds"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(source, mechanism)
+    assert source.timers == []
+    assert ctx.handler_fds() == fds
+
+
+def test_max_ns_is_accepted_and_is_far_away(
+    no_fd_leak: None, poll_ctx: AioContext, mechanism: str
+) -> None:
+    """At the bound a timer is armed (never truncated, never disarmed) on both mechanisms."""
+    ctx = poll_ctx
+    seen: list[str] = []
+    source = ctx.sources.timer
+    far = [
+        source.after(MAX_NS, lambda _o: seen.append("after"), mechanism=mechanism),
+        source.at(MAX_NS, lambda _o: seen.append("at"), clock="realtime", mechanism=mechanism),
+    ]
+    tick = source.periodic(MAX_NS, lambda _o: seen.append("tick"), first_ns=MS, mechanism=mechanism)
+    run_until(ctx, lambda: bool(seen), timeout=5)
+    poll_for(ctx, 0.03)
+    assert seen == ["tick"]  # once: the next period is 292 years away
+    for t in [*far, tick]:
+        assert t.active
+        remaining = t.remaining_ns()
+        assert remaining is not None and remaining > 2**62, (t, remaining)
+        t.cancel()
+
+
+def test_ctypes_binding_refuses_what_a_c_long_cannot_hold() -> None:
+    """ctypes cut an int too big for a C long to its low bits; the binding now refuses it."""
+    if timerfd_unavailable_reason() is not None:
+        pytest.skip("no timerfd")
+    from aiocore_plugins import timer_source
+
+    binding = _ctypes_binding(timer_source)
+    fd = binding.create(time.CLOCK_MONOTONIC)
+    try:
+        for initial, interval in ((2**64 * 10**9 + 10**9, 0), (10**9, 2**64 * 10**9 + MS)):
+            with pytest.raises(OverflowError, match="does not fit a struct timespec"):
+                binding.settime(fd, 0, initial, interval)
+            assert binding.gettime(fd) == (0, 0)  # left disarmed, as it was
+        binding.settime(fd, 0, MAX_NS, MAX_NS)  # the bound itself fits a 64-bit long
+        value, interval = binding.gettime(fd)
+        assert value > 2**62 and interval == MAX_NS
+    finally:
+        os.close(fd)
+
+
+def _ctypes_binding(timer_source: Any) -> Any:
+    """A binding forced onto the ctypes path (the one Python < 3.13 uses)."""
+    saved = getattr(os, "timerfd_create", None)
+    try:
+        if saved is not None:
+            del os.timerfd_create  # type: ignore[attr-defined]
+        binding = timer_source._Timerfd()
+    finally:
+        if saved is not None:
+            os.timerfd_create = saved  # type: ignore[attr-defined]
+    assert binding.via.startswith("ctypes")
+    return binding
 
 
 def test_timerfd_asked_for_where_missing_raises_with_reason(
@@ -271,15 +365,7 @@ def test_ctypes_binding_agrees_with_the_kernel() -> None:
         pytest.skip("no timerfd")
     from aiocore_plugins import timer_source
 
-    saved = getattr(os, "timerfd_create", None)
-    try:
-        if saved is not None:
-            del os.timerfd_create  # force the ctypes path  # type: ignore[attr-defined]
-        binding = timer_source._Timerfd()
-    finally:
-        if saved is not None:
-            os.timerfd_create = saved  # type: ignore[attr-defined]
-    assert binding.via.startswith("ctypes")
+    binding = _ctypes_binding(timer_source)
     fd = binding.create(time.CLOCK_MONOTONIC)
     try:
         binding.settime(fd, 0, 3_000_000_123, 1_500_000_000)
