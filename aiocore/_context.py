@@ -1046,6 +1046,12 @@ class AioContext:
                 "close() from inside poll() (a callback): schedule it to run after "
                 "poll() returns instead"
             )
+        if _get_ident() != self._home:
+            # The home thread has ended: this thread inherits the context, so
+            # the closing hooks and the sources' close() (which remove their
+            # handlers, a home-thread operation) run as they would there.
+            self._home = _get_ident()
+            self._home_thread = threading.current_thread()
         try:
             self._registry.call_lifecycle("aiocore_context_closing", self)
         finally:

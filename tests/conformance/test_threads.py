@@ -522,3 +522,35 @@ def test_close_from_another_thread_is_refused_while_the_home_thread_runs(
     assert not ctx.closed
     ctx.close()  # its home thread has ended
     assert ctx.closed
+
+
+def test_close_after_the_home_thread_ended_closes_its_sources(
+    backend: str, registry: PluginRegistry
+) -> None:
+    """The sources' close() removes handlers, a home-thread operation.
+
+    From another thread it raised, so close() failed half-way and the timer
+    source's timerfds (plain fd numbers, nothing collects them) leaked.
+    """
+    from aiocore.testing import open_fds
+
+    before = open_fds()
+    made: list[AioContext] = []
+
+    def home() -> None:
+        ctx = AioContext(backend=backend, registry=registry)
+        for _ in range(3):
+            ctx.sources.timer.periodic(10**9, lambda _overrun: None, mechanism="timerfd")
+        ctx.sources.notifier.new(lambda: None)
+        ctx.poll(False)
+        made.append(ctx)
+
+    t = threading.Thread(target=home)
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and made
+    ctx = made[0]
+    assert open_fds() - before, "the context made no fds"
+    ctx.close()
+    assert ctx.closed
+    assert open_fds() - before == set()
