@@ -532,7 +532,9 @@ class AioContext:
     ) -> None:
         """``set_fd_handler(notifier.fileno(), io_read, io_poll=io_poll, opaque=notifier)``.
 
-        ``io_read=None`` (and no ``io_poll``) removes it.
+        ``io_read=None`` (and no ``io_poll``) removes it, even once the
+        notifier is closed (anything else on a closed notifier raises
+        ``ValueError``).
         """
         self._check_open()
         if not isinstance(notifier, EventNotifier):
@@ -540,9 +542,13 @@ class AioContext:
                 f"notifier must be an EventNotifier, got {type(notifier).__name__} {notifier!r}"
             )
         if notifier.closed:
-            raise ValueError(f"notifier is closed: {notifier!r}")
+            fd = self._closed_notifier_fd(notifier, io_read is None and io_poll is None)
+            if fd is None:
+                return  # not registered here: nothing to remove
+        else:
+            fd = notifier.fileno()
         self.set_fd_handler(
-            notifier.fileno(),
+            fd,
             io_read,
             None,
             io_poll,
@@ -563,7 +569,31 @@ class AioContext:
             raise TypeError(
                 f"notifier must be an EventNotifier, got {type(notifier).__name__} {notifier!r}"
             )
-        self.set_fd_poll(notifier.fileno(), io_poll_begin, io_poll_end)
+        if notifier.closed:
+            fd = self._closed_notifier_fd(
+                notifier, io_poll_begin is None and io_poll_end is None
+            )
+            if fd is None:
+                return
+        else:
+            fd = notifier.fileno()
+        self.set_fd_poll(fd, io_poll_begin, io_poll_end)
+
+    def _closed_notifier_fd(self, notifier: EventNotifier, removing: bool) -> int | None:
+        """The fd a closed *notifier* is registered under here, to remove it.
+
+        Closing a notifier before removing its handler is the caller's error
+        (SPEC 3), but the handler must still be removable through the
+        notifier, whose ``fileno()`` no longer answers: the handler record
+        knows it (its opaque is the notifier).  Anything but a removal is
+        refused.
+        """
+        if not removing:
+            raise ValueError(f"notifier is closed: {notifier!r}")
+        for fd, node in list(self._table.nodes.items()):
+            if node.opaque is notifier:
+                return fd
+        return None
 
     # -- external clients (SPEC 9) ----------------------------------------
 

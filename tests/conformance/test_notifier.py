@@ -271,3 +271,32 @@ def test_blocking_poll_sleeps_when_nothing_is_due(ctx: AioContext) -> None:
     # One poll accepts the arming's notification, one sleeps until the timer.
     assert 1 <= n <= 2
     assert clock_get_ns(Clock.REALTIME) >= deadline * 1_000_000
+
+
+def test_a_closed_notifier_can_still_be_removed_through_itself(ctx: AioContext) -> None:
+    """SPEC 4: ``set_event_notifier(e, None)`` removes it, closed or not.
+
+    Closing it first is the caller's mistake (SPEC 3), but once closed its
+    ``fileno()`` raises, so the removal raised too and the stale handler
+    could be removed only by a caller who had kept the fd number.
+    """
+    e = EventNotifier()
+    other = EventNotifier()
+    try:
+        fd = e.fileno()
+        ctx.set_event_notifier(e, lambda n: n.test_and_clear())
+        ctx.set_event_notifier_poll(e, lambda n: None, lambda n: None)
+        e.close()
+        with pytest.raises(ValueError, match="notifier is closed"):
+            ctx.set_event_notifier(e, lambda n: None)  # only a removal is accepted
+        assert fd in ctx.handler_fds()
+        ctx.set_event_notifier_poll(e, None, None)
+        ctx.set_event_notifier(e, None)
+        assert fd not in ctx.handler_fds()
+        ctx.set_event_notifier(e, None)  # idempotent, like any removal
+        other.close()
+        ctx.set_event_notifier(other, None)  # never registered here: nothing to do
+        ctx.poll(False)
+    finally:
+        e.close()
+        other.close()

@@ -144,7 +144,7 @@ def test_closed_fd_among_live_handlers(
             spy.restore()
         assert fd in ctx.handler_fds()  # stays registered until removed
         if interest == "notifier":
-            ctx.set_fd_handler(fd, None)
+            ctx.set_event_notifier(notifier, None)  # through the notifier, closed or not
         else:
             ctx.set_fd_handler(fd, None)
         ctx.poll(False)
