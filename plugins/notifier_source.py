@@ -207,9 +207,20 @@ class NotifierSource:
         return list(self._made)
 
     def close(self) -> None:
-        """Close every wake-up this source made (the context is closing)."""
+        """Close every wake-up this source made (the context is closing), newest first.
+
+        Every wake-up is closed even if closing one raised (one that raised
+        has still closed its notifier's fds); the first error is raised at
+        the end.
+        """
+        errors: list[BaseException] = []
         for wakeup in reversed(list(self._made)):
-            wakeup.close()
+            try:
+                wakeup.close()
+            except BaseException as exc:  # re-raised below, after the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def _factory(ctx: Any) -> NotifierSource:

@@ -554,9 +554,20 @@ class TimerSource:
         return list(self._made)
 
     def close(self) -> None:
-        """Cancel every timer (the context is closing)."""
+        """Cancel every timer (the context is closing), newest first.
+
+        Every timer is cancelled even if cancelling one raised (a timer that
+        raised has still closed its timerfd); the first error is raised at
+        the end.
+        """
+        errors: list[BaseException] = []
         for handle in reversed(list(self._made)):
-            handle.cancel()
+            try:
+                handle.cancel()
+            except BaseException as exc:  # re-raised below, after the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     # -- internals -----------------------------------------------------------
 

@@ -139,6 +139,40 @@ def test_closed_with_the_context(no_fd_leak: None, backend: str, registry: Any) 
         w.set()
 
 
+def test_close_closes_every_wakeup_when_one_removal_raises(
+    no_fd_leak: None, backend: str, registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removal that raises (e.g. the thread check) stops no other wake-up's close.
+
+    close() used to stop at the first wake-up that raised; the others kept
+    their fds until the garbage collector found them.  Now every wake-up is
+    closed, each closes its notifier, and the first error is raised at the end.
+    """
+    from aiocore.testing import open_fds
+
+    before = open_fds()
+    ctx = AioContext(backend=backend, registry=registry)
+    source = ctx.sources.notifier
+    kinds = ["pipe", "pipe", "eventfd" if hasattr(os, "eventfd") else "pipe"]
+    wakeups = [source.new(lambda: None, kind=k) for k in kinds]
+    real = ctx.set_event_notifier
+
+    def removal_fails(notifier: Any, io_read: Any = None, *args: Any, **kw: Any) -> None:
+        if io_read is None:
+            raise RuntimeError(f"cannot remove {notifier.fileno()}")
+        real(notifier, io_read, *args, **kw)
+
+    monkeypatch.setattr(ctx, "set_event_notifier", removal_fails)
+    newest = wakeups[-1].fileno()
+    with pytest.raises(RuntimeError, match=f"cannot remove {newest}$"):
+        ctx.close()
+    assert ctx.closed
+    # Checked at once, with every wake-up still referenced: no fd is left.
+    assert [w.closed for w in wakeups] == [True] * 3
+    assert source.wakeups == []
+    assert not (open_fds() - before), "a notifier fd stayed open"
+
+
 def test_bad_inputs_change_nothing(no_fd_leak: None, ctx: AioContext) -> None:
     with pytest.raises(TypeError, match="callback must be a callable, got int"):
         ctx.sources.notifier.new(42)  # type: ignore[arg-type]

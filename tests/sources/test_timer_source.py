@@ -378,3 +378,43 @@ def test_ctypes_binding_agrees_with_the_kernel() -> None:
             binding.settime(-1, 0, 1, 0)
     finally:
         os.close(fd)
+
+
+def test_close_cancels_every_timer_when_one_removal_raises(
+    no_fd_leak: None, poll_ctx: AioContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removal that raises (e.g. set_fd_handler's thread check) stops no other cancel.
+
+    close() used to stop at the first timer that raised, and the older
+    timers' timerfds (plain ints, no finalizer) stayed open for good.  Now
+    every timer is cancelled, each closes its fd, and the first error (the
+    newest timer's: close goes newest first) is raised at the end.
+    """
+    if timerfd_unavailable_reason() is not None:
+        pytest.skip("no timerfd")
+    from aiocore.testing import open_fds
+
+    ctx = poll_ctx
+    before = open_fds()
+    source = ctx.sources.timer
+    timers: list[Any] = [
+        source.periodic(10**9, lambda _o: None, mechanism="timerfd") for _ in range(3)
+    ]
+    timers.append(source.after(10**9, lambda _o: None, mechanism="timer-list"))
+    fds = {t.fileno() for t in timers[:3]}
+    assert fds <= open_fds() - before
+    real = ctx.set_fd_handler
+
+    def removal_fails(fd: Any, io_read: Any = None, *args: Any, **kw: Any) -> None:
+        if io_read is None and fd in fds:
+            raise RuntimeError(f"cannot remove fd {fd}")
+        real(fd, io_read, *args, **kw)
+
+    monkeypatch.setattr(ctx, "set_fd_handler", removal_fails)
+    newest_timerfd = timers[2].fileno()
+    with pytest.raises(RuntimeError, match=f"cannot remove fd {newest_timerfd}$"):
+        source.close()
+    # Checked at once, with every handle still referenced: nothing is left.
+    assert [t.active for t in timers] == [False] * 4
+    assert source.timers == []
+    assert not (open_fds() - before), "a timerfd stayed open"
