@@ -21,19 +21,25 @@ import pytest
 
 from aiocore import AioContext, EventNotifier, PluginRegistry
 
+from ..conftest import skip_or_fail_unavailable
 from ._support import ExcLog, Pair, poll_until
 
 MANY = 100
 
 
-@pytest.fixture
-def auto_ctx(registry: PluginRegistry) -> Iterator[AioContext]:
+def _require_auto_and_epoll(registry: PluginRegistry) -> None:
+    """Skip without them, or fail where AIOCORE_REQUIRE_BACKENDS says they must run."""
     for name in ("auto", "epoll"):
         if name not in registry.backends:
-            pytest.skip(f"backend {name!r} is not registered")
+            skip_or_fail_unavailable(name, "no plugin registers it")
         reason = registry.probe(name)
         if reason is not None:
-            pytest.skip(f"backend {name!r} unavailable: {reason}")
+            skip_or_fail_unavailable(name, reason)
+
+
+@pytest.fixture
+def auto_ctx(registry: PluginRegistry) -> Iterator[AioContext]:
+    _require_auto_and_epoll(registry)
     ctx = AioContext(backend="auto", registry=registry)
     try:
         yield ctx
@@ -350,8 +356,7 @@ def test_regular_file_before_the_upgrade_keeps_it_on_poll(
 def test_upgraded_context_closes_without_leaks(
     registry: PluginRegistry, no_fd_leak: None
 ) -> None:
-    if registry.probe("auto") or registry.probe("epoll"):
-        pytest.skip("auto/epoll unavailable")
+    _require_auto_and_epoll(registry)
     es = [EventNotifier(registry=registry) for _ in range(MANY)]
     try:
         for _ in range(3):

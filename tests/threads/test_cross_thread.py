@@ -21,6 +21,7 @@ import aiocore
 from aiocore import SCALE_MS, AioContext, Clock, IOThread, clock_get_ns, run_in_context
 from aiocore._pollmode import PollMode
 
+from ..conftest import skip_or_fail_unavailable
 from ._support import Watchdog, join_all
 
 Make = Callable[..., IOThread]
@@ -520,8 +521,9 @@ def test_handlers_added_from_another_thread_during_auto_upgrade(
     'dictionary changed size during iteration', or an fd added between the
     migration and the switch was never watched by epoll (its handler never ran).
     """
-    if registry.probe("epoll") is not None:
-        pytest.skip("epoll unavailable")
+    reason = registry.probe("epoll")
+    if reason is not None:
+        skip_or_fail_unavailable("epoll", reason)
     (tmp_path / "aiocore.toml").write_text(
         '[backends.auto]\nepoll_threshold = 8\nio_uring = "never"\n'
     )
