@@ -21,8 +21,11 @@ or on the command line: ``pytest -p aiocore.testing``.
 ``aiocore_ctx``
     an :class:`~aiocore.AioContext` on ``aiocore_backend``, closed afterwards.
 ``no_fd_leak``
-    fails the test if it leaves a file descriptor open.  Request it *before*
-    other fixtures that open fds, so it checks after they are torn down.
+    fails the test if it leaves a file descriptor open, or if one of its
+    files or sockets was closed by the garbage collector instead of by its
+    owner (a ``ResourceWarning``: the owner forgot it, and only the
+    finalizer hid the leak).  Request it *before* other fixtures that open
+    fds, so it checks after they are torn down.
 
 **Conformance classes.**
 
@@ -45,13 +48,20 @@ removal, and an fd closed while registered (no crash, no busy loop, reported
 at most once).  :class:`SourceConformance` checks the source contract of
 :func:`aiocore.hookspec.aiocore_register_sources` on every backend: the
 source is registered and made once per context, what it makes registers
-handlers and releases them when closed, and everything is closed with the
-context with no fd left open.  Every wait in these tests is bounded by a
-guard timer, so a broken plugin fails them instead of hanging them.
+handlers and releases them and its fds when closed, and everything is closed
+with the context with no fd left open.  The fds are compared right after
+``close_handle()`` or ``ctx.close()``, while the test still holds every
+handle, so a source whose ``close()`` forgets something fails even if a
+finalizer (``socket.__del__``, ``EventNotifier.__del__``) would close it
+later; a ``ResourceWarning`` inside these tests fails them too.  Every wait
+in these tests is bounded by a guard timer, so a broken plugin fails them
+instead of hanging them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import socket
 import threading
@@ -104,6 +114,44 @@ def _describe(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+def _fds_left(before: set[int], what: str) -> None:
+    """Fail if fds beyond *before* are open now (call it while the owners are referenced)."""
+    left = open_fds() - before
+    assert not left, (
+        f"{what} left file descriptors open: { {fd: _describe(fd) for fd in sorted(left)} } "
+        "(checked at once, with every handle still referenced: an fd that only a "
+        "finalizer would close counts as left open)"
+    )
+
+
+@contextlib.contextmanager
+def _no_finalizer_closes(what: str) -> Iterator[None]:
+    """Fail if, inside the block, a file or socket is closed by its finalizer.
+
+    Such a close says ``ResourceWarning`` ("unclosed socket", "unclosed file",
+    "unclosed AioContext"): its owner forgot it.  Garbage from before the
+    block is collected first, so it is not blamed; garbage made inside is
+    collected at the end, so a finalizer runs before the check, not after.
+    Other warnings seen inside are passed on.
+    """
+    gc.collect()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            yield
+            gc.collect()
+    finally:
+        for w in caught:
+            if not issubclass(w.category, ResourceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, (
+        f"{what}: closed by the garbage collector, not by its owner "
+        f"({len(unclosed)} ResourceWarning): {'; '.join(unclosed[:5])}"
+    )
 
 
 def run_until(
@@ -203,9 +251,10 @@ def aiocore_ctx(aiocore_backend: str, aiocore_registry: PluginRegistry) -> Itera
 
 @pytest.fixture
 def no_fd_leak() -> Iterator[None]:
-    """Fail the test if it leaves a file descriptor open."""
-    before = open_fds()
-    yield
+    """Fail the test if it leaves a file descriptor open, or leaves one to a finalizer."""
+    with _no_finalizer_closes("a file or socket of the test"):
+        before = open_fds()
+        yield
     leaked = open_fds() - before
     assert not leaked, f"file descriptors leaked: { {fd: _describe(fd) for fd in leaked} }"
 
@@ -365,6 +414,12 @@ class SourceConformance:
     makes one thing on the source that holds file descriptors (a watch, a
     timer, a listener).  Set ``registers_fds = False`` if it does not
     register handlers on the context.
+
+    What the tests hold the source to: :meth:`close_handle` removes the
+    handle's handlers and closes the fds it opened, and ``ctx.close()`` does
+    that for every handle still open and for the source's own fds, at once
+    (the fds are compared while the handles are still referenced, so a
+    finalizer closing them later does not count), with no ``ResourceWarning``.
     """
 
     #: The name the source is registered under (``ctx.sources.<name>``).
@@ -421,15 +476,20 @@ class SourceConformance:
         aiocore_backend: str,
         tmp_path: Path,
     ) -> None:
-        with self._ctx(aiocore_registry, aiocore_backend) as ctx:
+        with (
+            _no_finalizer_closes(f"a handle of source {self.source_name!r}"),
+            self._ctx(aiocore_registry, aiocore_backend) as ctx,
+        ):
             source = getattr(ctx.sources, self.source_name)
             before = set(ctx.handler_fds())
+            fds = open_fds()
             handle = self.make_handle(source, tmp_path)
             if self.registers_fds:
                 assert set(ctx.handler_fds()) - before, "the handle registered no fd handler"
             ctx.poll(False)
             self.close_handle(handle)
             assert set(ctx.handler_fds()) == before, "closing the handle left handlers behind"
+            _fds_left(fds, f"closing {handle!r}")  # *handle* is still referenced
             self.close_handle(handle)  # idempotent
 
     def test_closed_with_the_context(
@@ -439,12 +499,15 @@ class SourceConformance:
         aiocore_backend: str,
         tmp_path: Path,
     ) -> None:
-        ctx = self._ctx(aiocore_registry, aiocore_backend)
-        source = getattr(ctx.sources, self.source_name)
-        for _ in range(3):
-            self.make_handle(source, tmp_path)
-        ctx.poll(False)
-        ctx.close()  # must close all three, and the source's own fds
+        with _no_finalizer_closes(f"source {self.source_name!r} closed with its context"):
+            fds = open_fds()
+            ctx = self._ctx(aiocore_registry, aiocore_backend)
+            source = getattr(ctx.sources, self.source_name)
+            handles = [self.make_handle(source, tmp_path) for _ in range(3)]
+            ctx.poll(False)
+            ctx.close()  # must close all three, and the source's own fds
+            _fds_left(fds, f"ctx.close() with {len(handles)} handles of {source!r}")
+            del handles, source
 
     def test_no_fd_leak_over_many_contexts(
         self,
@@ -453,6 +516,12 @@ class SourceConformance:
         aiocore_backend: str,
         tmp_path: Path,
     ) -> None:
-        for _ in range(30):
-            with self._ctx(aiocore_registry, aiocore_backend) as ctx:
-                self.make_handle(getattr(ctx.sources, self.source_name), tmp_path)
+        with _no_finalizer_closes(f"source {self.source_name!r} over 30 contexts"):
+            fds = open_fds()
+            handles = []
+            for _ in range(30):
+                with self._ctx(aiocore_registry, aiocore_backend) as ctx:
+                    source = getattr(ctx.sources, self.source_name)
+                    handles.append(self.make_handle(source, tmp_path))
+            _fds_left(fds, f"30 contexts closed with a handle of source {self.source_name!r} each")
+            del handles

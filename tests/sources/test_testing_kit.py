@@ -85,3 +85,143 @@ class TestMisconfiguredSubclassFails:
             "-q", "-p", "no:cacheprovider", "-k", "readiness or attaches and epoll"
         )
         result.stdout.fnmatch_lines(["*must set backend_name*", "*must implement make_handle()*"])
+
+
+# A plugin with three sources, run through the kit in a pytester subprocess
+# (so it is checked the way an outside plugin is): "leaky_close" is a source
+# whose close() does nothing, "leaky_handle" one whose handles remove their
+# handler but forget their fds, "sound" the same done right.  Their fds are
+# sockets, whose finalizer would close what the source forgot: the kit must
+# not let that hide the leak.
+_BROKEN_PLUGIN = """
+import socket
+from aiocore import hookimpl
+
+class Handle:
+    def __init__(self, ctx, forget_fds):
+        self.a, self.b = socket.socketpair()
+        self.ctx, self.forget_fds, self.closed = ctx, forget_fds, False
+        ctx.set_fd_handler(self.a, lambda _o: None)
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if not self.ctx.closed:
+            self.ctx.set_fd_handler(self.a, None)
+        if not self.forget_fds:
+            self.a.close()
+            self.b.close()
+
+class Source:
+    close_does_nothing = forget_fds = False
+
+    def __init__(self, ctx):
+        self.ctx, self.made = ctx, []
+
+    def new(self):
+        handle = Handle(self.ctx, self.forget_fds)
+        self.made.append(handle)
+        return handle
+
+    def close(self):
+        if not self.close_does_nothing:
+            for handle in self.made:
+                handle.close()
+
+class LeakyClose(Source):
+    close_does_nothing = True
+
+class LeakyHandle(Source):
+    forget_fds = True
+
+@hookimpl
+def aiocore_register_sources(register):
+    register("leaky_close", LeakyClose)
+    register("leaky_handle", LeakyHandle)
+    register("sound", Source)
+"""
+
+_BROKEN_TESTS = """
+import socket
+import pytest
+import broken_plugin
+from aiocore import PluginRegistry
+from aiocore.testing import SourceConformance
+
+@pytest.fixture(scope="session")
+def aiocore_registry():
+    return PluginRegistry(plugins=[("broken", broken_plugin)], env={})
+
+class Kit(SourceConformance):
+    def make_handle(self, source, tmp_path):
+        return source.new()
+
+class TestLeakyClose(Kit):
+    source_name = "leaky_close"
+
+class TestLeakyHandle(Kit):
+    source_name = "leaky_handle"
+
+class TestSound(Kit):
+    source_name = "sound"
+
+def test_a_socket_left_to_its_finalizer(no_fd_leak):
+    socket.socket()  # never closed: only socket.__del__ closes it
+"""
+
+
+def _outcomes(result: pytest.RunResult) -> dict[str, str]:
+    """``{test id: "passed" | "failed" | "error"}`` from ``-rA`` output."""
+    rank = {"passed": 0, "error": 1, "failed": 2}
+    outcomes: dict[str, str] = {}
+    for line in result.outlines:
+        word, _, rest = line.partition(" ")
+        outcome = word.lower()
+        if outcome in rank:
+            test_id = rest.split(" - ")[0].split("::", 1)[1]
+            # A test that passed may error in teardown, one that failed too:
+            # keep the worst.
+            if rank[outcome] >= rank[outcomes.get(test_id, "passed")]:
+                outcomes[test_id] = outcome
+    return outcomes
+
+
+def test_the_kit_fails_a_source_that_leaves_its_fds_to_finalizers(
+    pytester: pytest.Pytester,
+) -> None:
+    """The fd checks run while the handles are referenced, and ResourceWarning fails.
+
+    Before, the kit compared fds only in ``no_fd_leak``'s teardown, after the
+    test's locals were gone and ``socket.__del__`` had closed what the source
+    forgot (its ResourceWarning ignored): all of these passed.
+    """
+    pytester.makeconftest('pytest_plugins = ("aiocore.testing",)')
+    pytester.makepyfile(broken_plugin=_BROKEN_PLUGIN, test_broken=_BROKEN_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-q", "-p", "no:cacheprovider", "-rA", "-k", "poll and not epoll or finalizer"
+    )
+    got = _outcomes(result)
+    expected = {
+        "TestLeakyClose::test_closed_with_the_context[poll]": "failed",
+        "TestLeakyClose::test_no_fd_leak_over_many_contexts[poll]": "failed",
+        "TestLeakyClose::test_handle_attaches_and_detaches[poll]": "passed",
+        "TestLeakyHandle::test_handle_attaches_and_detaches[poll]": "failed",
+        "TestLeakyHandle::test_closed_with_the_context[poll]": "failed",
+        "TestLeakyHandle::test_no_fd_leak_over_many_contexts[poll]": "failed",
+        "TestSound::test_handle_attaches_and_detaches[poll]": "passed",
+        "TestSound::test_closed_with_the_context[poll]": "passed",
+        "TestSound::test_no_fd_leak_over_many_contexts[poll]": "passed",
+        "test_a_socket_left_to_its_finalizer": "error",
+    }
+    assert {k: got.get(k) for k in expected} == expected, result.stdout.str()
+    for pattern in (
+        "*ctx.close() with 3 handles of <broken_plugin.LeakyClose*left file descriptors "
+        "open: {*socket:*",
+        "*30 contexts closed with a handle of source 'leaky_close' each left file "
+        "descriptors open*",
+        "*closing <broken_plugin.Handle*left file descriptors open*",
+        "*closed by the garbage collector, not by its owner (1 ResourceWarning): "
+        "unclosed <socket.socket*",
+    ):
+        result.stdout.fnmatch_lines([pattern])
