@@ -24,8 +24,12 @@ Per backend, for the given number of seconds:
   second is lost (and the fd kept for that purpose un-wedges the loop).
 
 At the end the load stops, the loop drains what is in flight (bounded), and
-``lost`` is everything sent but not delivered; the exit status is 1 if it is
-not 0 or if anything raised.
+each kind of event is accounted for on its own: ``lost`` counts what was sent
+but not delivered, ``doubled`` what was delivered more often than sent (a
+byte read twice, a oneshot run twice, a timer fired twice for one arming),
+and ``timers_early`` the timers that fired before their deadline.  The two
+counts never offset each other (one byte lost and one BH run twice is lost 1,
+doubled 1); the exit status is 1 unless all three are 0 and nothing raised.
 """
 
 from __future__ import annotations
@@ -82,24 +86,51 @@ class SoakResult:
     max_wakeup_us: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def shortfalls(self) -> dict[str, int]:
+        """Per kind of event: sent minus delivered (> 0: lost, < 0: doubled)."""
+        return {
+            "bytes": self.bytes_sent - self.bytes_received,
+            "BHs": self.bhs_scheduled - self.bhs_run,
+            "timers": self.timers_armed - self.timers_fired - self.timers_pending,
+            "notifier sets": self.notifier_sets - self.notifier_seen,
+            "wake-ups": self.wakeups_lost,
+        }
+
     @property
     def lost(self) -> int:
-        """Everything sent and not delivered (0 on a correct loop)."""
-        return (
-            (self.bytes_sent - self.bytes_received)
-            + (self.bhs_scheduled - self.bhs_run)
-            + (self.timers_armed - self.timers_fired - self.timers_pending)
-            + self.timers_early
-            + (self.notifier_sets - self.notifier_seen)
-            + self.wakeups_lost
-        )
+        """Events sent and never delivered, over every kind (0 on a correct loop)."""
+        return sum(n for n in self.shortfalls().values() if n > 0)
+
+    @property
+    def doubled(self) -> int:
+        """Events delivered more often than sent, over every kind (0 on a correct loop).
+
+        Counted apart from :attr:`lost`: a doubled event never makes up for a
+        lost one, in the same kind or another.
+        """
+        return sum(-n for n in self.shortfalls().values() if n < 0)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and not self.errors
+        """Nothing lost, nothing doubled, no timer early, nothing raised."""
+        return self.lost == 0 and self.doubled == 0 and self.timers_early == 0 and not self.errors
+
+    def problems(self) -> str:
+        """What went wrong, per kind, in one line; empty when :attr:`ok` but for errors."""
+        short = self.shortfalls()
+        parts = []
+        if self.lost:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in short.items() if n > 0)
+            parts.append(f"LOST {self.lost} ({kinds})")
+        if self.doubled:
+            kinds = ", ".join(f"{kind} {-n}" for kind, n in short.items() if n < 0)
+            parts.append(f"DOUBLED {self.doubled} ({kinds})")
+        if self.timers_early:
+            parts.append(f"EARLY timers {self.timers_early}")
+        return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "lost": self.lost, "ok": self.ok}
+        return {**asdict(self), "lost": self.lost, "doubled": self.doubled, "ok": self.ok}
 
 
 class _Load:
@@ -402,6 +433,8 @@ _COLUMNS = (
     ("notifier_seen", "notifier"),
     ("handler_changes", "changes"),
     ("nested_polls", "nested"),
+    ("timers_early", "early"),
+    ("doubled", "doubled"),
     ("lost", "lost"),
 )
 
@@ -424,15 +457,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         for row in rows:
             out.write("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + "\n")
         for r in results:
-            if r.lost:
-                out.write(
-                    f"{r.backend}: LOST {r.lost}: bytes {r.bytes_sent - r.bytes_received}, "
-                    f"BHs {r.bhs_scheduled - r.bhs_run}, timers "
-                    f"{r.timers_armed - r.timers_fired - r.timers_pending} "
-                    f"(+{r.timers_early} early), "
-                    f"notifier sets {r.notifier_sets - r.notifier_seen}, "
-                    f"wake-ups {r.wakeups_lost}\n"
-                )
+            problems = r.problems()
+            if problems:
+                out.write(f"{r.backend}: {problems}\n")
             for e in r.errors[:10]:
                 out.write(f"{r.backend}: error: {e}\n")
     return 0 if all(r.ok for r in results) else 1
