@@ -48,7 +48,12 @@ def load() -> dict[str, Any]:
 
 
 def record(key: str, value: float, **context: object) -> Path:
-    """Record *value* under *key* with the machine facts it depends on."""
+    """Record *value* under *key* with the machine facts it depends on.
+
+    The file is replaced atomically.  Raises :exc:`OSError` when it cannot be
+    written (the path is a directory, no permission); ``aiocore bench`` then
+    prints its results and reports that.
+    """
     target = path()
     data = load()
     data[key] = {

@@ -21,6 +21,20 @@ from typing import Any, TextIO
 
 from .._cli import COMMANDS
 
+if sys.argv[:1] == ["-m"]:
+    # ``python -m aiocore.bench.cli`` (sys.argv[0] is "-m" while runpy looks
+    # for the module): runpy imports the package, whose __init__ imports this
+    # module, then runs this file again as __main__ and warns that it found it
+    # imported.  Expected here, and harmless: the second copy only
+    # re-registers the same command.
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore",
+        message=r"'aiocore\.bench\.cli' found in sys\.modules after import of package",
+        category=RuntimeWarning,
+    )
+
 __all__ = ["DEFAULT_DURATION", "add_arguments", "main", "run"]
 
 #: Seconds per run of a rate workload by default: the whole default run
@@ -239,10 +253,19 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if case.error and not case.contenders
     ]
     items = report.summary(results)
-    recorded = None
+    recorded = record_error = None
     if not args.quick and not args.no_record:
-        recorded = _record(results, settings_json, measurements)
-    status = 1 if failed else 0
+        try:
+            recorded = _record(results, settings_json, measurements)
+        except OSError as exc:
+            # An unwritable AIOCORE_MEASUREMENTS (a directory, no permission):
+            # the tables are still printed, the failure is said after them.
+            record_error = (
+                f"could not record the io_uring/epoll ping-pong ratio in "
+                f"{measurements.path()}: {exc.strerror or exc} "
+                "(--no-record measures without recording)"
+            )
+    status = 1 if failed or record_error else 0
     if args.json:
         json.dump(
             {
@@ -252,6 +275,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 "workloads": report.to_json(results),
                 "summary": items,
                 "recorded": recorded,
+                "record_error": record_error,
                 "log": log.as_list(),
                 "failures": failed,
                 "exit_status": status,
@@ -287,6 +311,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         report.plot(results, args.plot, title)
         if not args.json:
             out.write(f"plot written to {args.plot}\n")
+    if record_error:
+        out.flush()
+        sys.stderr.write(f"aiocore bench: {record_error}\n")
     return status
 
 
@@ -320,7 +347,7 @@ def _record(results: Any, settings: dict[str, Any], measurements: Any) -> str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m aiocore.bench.cli``: the same as ``aiocore bench``."""
+    """``python -m aiocore.bench`` or ``python -m aiocore.bench.cli``: ``aiocore bench``."""
     parser = argparse.ArgumentParser(prog="aiocore bench", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv), sys.stdout)
@@ -331,3 +358,6 @@ COMMANDS["bench"] = (
     add_arguments,
     run,
 )
+
+if __name__ == "__main__":
+    sys.exit(main())

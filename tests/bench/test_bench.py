@@ -466,3 +466,74 @@ def test_profile_scripts_run(script: str, args: list[str], expect: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert expect in proc.stdout, proc.stdout
+
+
+# -- regression tests of the audit's findings ------------------------------------
+
+
+def _fake_socketpair() -> harness.Workload:
+    """A socketpair workload with io_uring and epoll rows, no system call made."""
+
+    def build(_settings: harness.Settings) -> list[harness.Case]:
+        def run(rate: float) -> Any:
+            return lambda n: {"rate": rate, "seconds": 0.001}
+
+        return [
+            harness.Case(
+                "",
+                [
+                    harness.Contender("aiocore io_uring", "aiocore", "io_uring", run(50.0)),
+                    harness.Contender("aiocore epoll", "aiocore", "epoll", run(100.0)),
+                ],
+                size=1,
+            )
+        ]
+
+    return harness.Workload(
+        "socketpair", "fake ping-pong", "-", "-", "-", workloads.RATE_ROUND_TRIPS, build
+    )
+
+
+def test_unwritable_measurements_file_is_reported_after_the_results(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A directory as AIOCORE_MEASUREMENTS: the command measured everything,
+    # then died in measurements.record() with a traceback, printing nothing.
+    target = tmp_path / "a-directory"
+    target.mkdir()
+    monkeypatch.setenv("AIOCORE_MEASUREMENTS", str(target))
+    monkeypatch.setitem(workloads.WORKLOADS, "socketpair", _fake_socketpair())
+    argv = ("--workload", "socketpair", "--repeat", "1", "--duration", "0.002")
+
+    status, text = bench(*argv)
+    assert status == 1
+    assert "fake ping-pong" in text and "aiocore epoll" in text and "wall time" in text
+    err = capsys.readouterr().err
+    assert f"could not record the io_uring/epoll ping-pong ratio in {target}" in err
+    assert "Is a directory" in err
+
+    status, text = bench(*argv, "--json")
+    assert status == 1
+    data = json.loads(text)
+    assert data["exit_status"] == 1 and data["recorded"] is None
+    assert "could not record" in data["record_error"]
+    assert data["workloads"][0]["cases"][0]["contenders"][0]["status"] == "ok"
+    assert "could not record" in capsys.readouterr().err
+    # Nothing left behind: the temporary file is removed, the directory kept.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory"]
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["aiocore.bench.cli", "aiocore.bench"])
+def test_python_m_runs_the_bench_command(module: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in workloads.WORKLOADS:
+        assert name in proc.stdout
+    assert proc.stderr == ""
