@@ -705,6 +705,13 @@ _UVLOOP_WHY = "uvloop is not installed"
 _RING_WHY = shmring_unavailable_reason()
 
 
+#: The floors of the process cases, by contender name (``bench_cases`` maps
+#: each aiocore contender to its own: the shmring ones to the ring consumer).
+RAW_EPOLL = "raw epoll loop"
+RAW_RING = "raw ring consumer (spin, take)"
+RAW_SPIN = "raw spin on the index"
+
+
 def process_contenders(gap_ns: int, *, spin: bool = True) -> list[Contender]:
     contenders = [
         _c("aiocore eventfd handler", "aiocore", aiocore_eventfd_process(gap_ns, 0)),
@@ -722,13 +729,11 @@ def process_contenders(gap_ns: int, *, spin: bool = True) -> list[Contender]:
         ),
         _c("asyncio add_reader", "baseline", asyncio_process("asyncio", gap_ns)),
         _c("uvloop add_reader", "baseline", asyncio_process("uvloop", gap_ns), _UVLOOP_WHY),
-        _c("raw epoll loop", "floor", raw_epoll_process(gap_ns)),
+        _c(RAW_EPOLL, "floor", raw_epoll_process(gap_ns)),
     ]
     if spin:
-        contenders.append(
-            _c("raw ring consumer (spin, take)", "floor", raw_ring_process(gap_ns), _RING_WHY)
-        )
-        contenders.append(_c("raw spin on the index", "floor", raw_spin_process(gap_ns)))
+        contenders.append(_c(RAW_RING, "floor", raw_ring_process(gap_ns), _RING_WHY))
+        contenders.append(_c(RAW_SPIN, "floor", raw_spin_process(gap_ns)))
     return contenders
 
 
@@ -861,12 +866,26 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------
 
 
+def floor_of(name: str, names: set[str]) -> str:
+    """The floor of aiocore contender *name* in a case of contenders *names*.
+
+    A ``shmring`` contender's is the raw ring consumer (the same ring and
+    producer, no event loop), where the case has one (the 20 us gaps); every
+    other aiocore contender's, and the shmring ones' without it, is the raw
+    epoll loop.
+    """
+    if name.startswith("aiocore shmring") and RAW_RING in names:
+        return RAW_RING
+    return RAW_EPOLL
+
+
 def bench_cases(settings: Any) -> list[Any]:
     """The process cases as ``aiocore bench`` cases (metric ``latency_us``: the p50).
 
     Each run's sample also carries ``p99_us`` and ``cpu_pct``.  The thread
     case stays in the script (it runs IOThreads and event loops in threads,
-    which the bench harness's SIGALRM watchdog cannot interrupt).
+    which the bench harness's SIGALRM watchdog cannot interrupt).  The floor
+    of each aiocore contender is given by :func:`floor_of`.
     """
     from aiocore.bench.harness import Case
     from aiocore.bench.harness import Contender as BenchContender
@@ -884,10 +903,12 @@ def bench_cases(settings: Any) -> list[Any]:
     for gap_ns, full in ((20_000, 3000), (2_000_000, 300)):
         n = full // 10 if settings.quick else full
         contenders = []
-        for c in process_contenders(gap_ns, spin=gap_ns < 1_000_000):
+        ours = process_contenders(gap_ns, spin=gap_ns < 1_000_000)
+        names = {c.name for c in ours}
+        for c in ours:
             family = "aiocore" if c.role == "aiocore" else c.name.split()[0]
             run = None if c.run is None else sample(c.run, n)
-            floor = "raw epoll loop" if c.role == "aiocore" else None
+            floor = floor_of(c.name, names) if c.role == "aiocore" else None
             contenders.append(
                 BenchContender(c.name, c.role, family, run, c.unavailable, floor)  # type: ignore[arg-type]
             )

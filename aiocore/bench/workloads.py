@@ -716,9 +716,8 @@ def _build_wakeup(settings: Settings) -> list[Case]:
     if path is None:
         return _not_available(
             "wake-up latency",
-            f"benchmarks/{WAKEUP_SCRIPT} was not found: the cross-process wake-up "
-            "workload is not written yet, or aiocore runs from an installation "
-            "without the source tree's benchmarks/",
+            f"benchmarks/{WAKEUP_SCRIPT} is not in this installation "
+            "(run aiocore bench from a source checkout)",
         )
     module = _load_script(path)
     hook = getattr(module, "bench_cases", None)
@@ -858,7 +857,8 @@ WORKLOADS: dict[str, Workload] = {
             "cross-process wake-up latency",
             "another process wakes the loop; with and without adaptive polling",
             "asyncio; uvloop",
-            "a raw epoll loop",
+            "a raw epoll loop; for the shmring rows a raw ring consumer (same ring, "
+            "no event loop) where the case has one; a raw spin on the index (lower bound)",
             (Metric("latency_us", "latency", "us", False, ".1f"),),
             _build_wakeup,
         ),

@@ -471,6 +471,38 @@ def test_profile_scripts_run(script: str, args: list[str], expect: str) -> None:
 # -- regression tests of the audit's findings ------------------------------------
 
 
+def test_wakeup_shmring_contenders_are_held_to_the_raw_ring_consumer(
+    registry: aiocore.PluginRegistry,
+) -> None:
+    path = workloads.find_script(workloads.WAKEUP_SCRIPT)
+    if path is None:
+        pytest.skip("benchmarks/wakeup_latency.py is not in this tree")
+    module = workloads._load_script(path)
+    short, long = module.bench_cases(quick_settings("epoll", registry))
+    assert short.params["gap_ns"] < long.params["gap_ns"]
+    floors = {c.name: c.floor for c in short.contenders if c.role == "aiocore"}
+    assert floors == {
+        "aiocore eventfd handler": "raw epoll loop",
+        "aiocore shmring, poll_max_ns=0": "raw ring consumer (spin, take)",
+        "aiocore shmring, poll_max_ns=32768": "raw ring consumer (spin, take)",
+    }
+    # No ring consumer in the long-gap case: the raw epoll loop for all.
+    assert "raw ring consumer (spin, take)" not in {c.name for c in long.contenders}
+    assert {c.floor for c in long.contenders if c.role == "aiocore"} == {"raw epoll loop"}
+    # The table's "vs floor" names the ring consumer for a shmring row.
+    results = [
+        harness.ContenderResult(
+            c.name, c.role, c.family, floor=c.floor, samples=[{"latency_us": 2.0 + i}]
+        )
+        for i, c in enumerate(short.contenders)
+    ]
+    case = harness.CaseResult(short.label, short.params, results)
+    ring = case.get("aiocore shmring, poll_max_ns=32768")
+    assert ring is not None
+    floor = report.floor_of(ring, case)
+    assert floor is not None and floor.name == "raw ring consumer (spin, take)"
+
+
 def _fake_socketpair() -> harness.Workload:
     """A socketpair workload with io_uring and epoll rows, no system call made."""
 
