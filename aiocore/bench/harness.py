@@ -12,8 +12,17 @@ How a measurement is made, and why:
   size for the real runs is then chosen so that one run takes about
   ``duration`` seconds.  Slow contenders (poll with 8192 idle fds) and fast
   ones (a bare deque) both get a run long enough to measure and short enough
-  to bound the whole benchmark; a rate does not depend on the size.  The
-  calibration runs double as the warm-up and are not counted.
+  to bound the whole benchmark.  The calibration runs double as the warm-up
+  and are not counted.
+* **One size for all where the rate depends on it.**  Calibrating each
+  contender to its own size is fair only where a rate does not depend on the
+  size (a ping-pong round trip costs the same at any count).  A fan-out
+  holds all N callbacks at once, and uvloop runs 2,000 of them four times
+  faster per callback than a million: there every contender runs the same
+  N, ``Case.size_per_second`` times ``duration``.  A fixed number rather than
+  the smallest calibrated size, because that one moves with the noise of
+  the calibration runs and the rate moves with it.  A warm-up run at a tenth
+  of N precedes the counted runs, as for ``--size``.
 * **Medians of the repeats, with the min-max spread.**  The median ignores a
   run that a scheduler hiccup spoilt; the spread says how much to trust it.
   Nothing is averaged away and every raw sample is kept (``--json``).
@@ -122,6 +131,11 @@ class Case:
     start_size: int = 100
     #: Largest size calibration may pick (bounds memory, e.g. fan-out lists).
     max_size: int = 10_000_000
+    #: The rate depends on the size: instead of calibrating, every contender
+    #: runs ``size_per_second * duration`` (within ``start_size`` and
+    #: ``max_size``), recorded as ``params["size_per_run"]``; ``--size``
+    #: still overrides it.
+    size_per_second: int | None = None
     #: Seconds a single run may take before the watchdog fails it.
     time_limit: float = 60.0
     #: Acquire shared resources (idle fds) before the runs; release after.
@@ -357,9 +371,9 @@ def _calibrate(
 def _warm_up(contender: Contender, case: Case, size: int) -> tuple[float, list[tuple[int, Sample]]]:
     """One run at a tenth of the fixed *size*; return the time limit it implies.
 
-    A fixed size (``--size``) can take far longer than the case's usual
-    limit, which assumes calibrated runs; the warm-up's rate sets a limit of
-    20 times the expected run time instead.
+    A fixed size (``--size``, ``Case.size_per_second``) can take far longer
+    than the case's usual limit, which assumes calibrated runs; the warm-up's
+    rate sets a limit of 20 times the expected run time instead.
     """
     small = max(1, size // 10)
     sample = _one_run(contender, small, case.time_limit + 600)
@@ -424,13 +438,23 @@ class _CaseRun:
     def calibrate(self) -> None:
         """Choose each contender's size (calibration doubles as the warm-up)."""
         case, settings = self.case, self.settings
+        # One size for every contender: --size, or the case's own where its
+        # rate depends on the size; None: each contender calibrates its own.
+        fixed: int | None = None
+        if settings.size:
+            fixed = min(settings.size, case.max_size)
+        elif case.size_per_second is not None:
+            per_run = round(case.size_per_second * settings.duration)
+            fixed = min(max(case.start_size, per_run), case.max_size)
+        if case.size_per_second is not None:
+            self.result.params["size_per_run"] = case.size if case.size is not None else fixed
         for c, r in self.runnable:
             self._show(f"{c.name} (calibrating)")
             try:
                 if case.size is not None:
                     r.size = case.size
-                elif settings.size:
-                    r.size = min(settings.size, case.max_size)
+                elif fixed:
+                    r.size = fixed
                     self.limits[c.name], r.calibration = _warm_up(c, case, r.size)
                 else:
                     r.size, r.calibration = _calibrate(c, case, settings.duration)

@@ -86,6 +86,11 @@ def _case_table(w: WorkloadResult, case: CaseResult, repeat: int, out: TextIO) -
     compared = any(c.role == "aiocore" and c.status == "ok" for c in case.contenders)
     baselines = _baselines(case) if compared else []
     out.write(f"  baseline: {w.workload.baseline}; floor: {w.workload.floor}\n")
+    if "size_per_run" in case.params:
+        out.write(
+            f"  every contender: {case.params['size_per_run']:,} per run "
+            "(this rate depends on the size, so all run the same one)\n"
+        )
     head = [
         "contender",
         *(m.label if m.label == m.unit else f"{m.label} ({m.unit})" for m in metrics),

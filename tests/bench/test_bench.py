@@ -471,6 +471,72 @@ def test_profile_scripts_run(script: str, args: list[str], expect: str) -> None:
 # -- regression tests of the audit's findings ------------------------------------
 
 
+def _synthetic(name: str, per_op: float, sizes: list[int]) -> harness.Contender:
+    """A contender whose run of n takes n * per_op seconds, by its own account (no clock)."""
+
+    def run(n: int) -> harness.Sample:
+        sizes.append(n)
+        return {"rate": 1 / per_op, "seconds": n * per_op}
+
+    return harness.Contender(name, "baseline", name, run)
+
+
+def test_size_per_second_case_runs_every_contender_at_one_size() -> None:
+    # bh_fanout's rate depends on N; calibrating each contender to its own N
+    # compared aiocore at ~9,000 with uvloop at ~26,000.  A case with
+    # size_per_second runs all at size_per_second * duration.
+    settings = harness.Settings(backends=[], repeat=2, duration=0.02)
+    slow_sizes: list[int] = []
+    fast_sizes: list[int] = []
+
+    def case(per_second: int | None) -> harness.Case:
+        return harness.Case(
+            "",
+            [_synthetic("slow", 7e-5, slow_sizes), _synthetic("fast", 1e-6, fast_sizes)],
+            size_per_second=per_second,
+        )
+
+    [apart] = harness.run_cases([case(None)], settings)
+    slow, fast = apart.get("slow"), apart.get("fast")
+    assert slow is not None and fast is not None
+    assert slow.size == int(0.02 / 7e-5) == 285  # its own calibrated size
+    assert fast.size is not None and fast.size > 10_000
+    assert "size_per_run" not in apart.params
+    slow_sizes.clear()
+    fast_sizes.clear()
+    [result] = harness.run_cases([case(400_000)], settings)
+    slow, fast = result.get("slow"), result.get("fast")
+    assert slow is not None and fast is not None
+    assert slow.size == fast.size == result.params["size_per_run"] == 8_000
+    # A warm-up run at a tenth, then the counted runs.
+    assert slow_sizes == fast_sizes == [800, 8_000, 8_000]
+    out = io.StringIO()
+    workload = harness.Workload("w", "w", "-", "-", "-", workloads.RATE_CALLBACKS, lambda s: [])
+    report.write_table([harness.WorkloadResult(workload, [result])], 2, out)
+    assert "every contender: 8,000 per run" in out.getvalue()
+
+    # --size still decides, for every contender alike.
+    fixed = harness.Settings(backends=[], repeat=1, duration=0.02, size=12_345)
+    [result] = harness.run_cases([case(400_000)], fixed)
+    assert [c.size for c in result.contenders] == [12_345, 12_345]
+    assert result.params["size_per_run"] == 12_345
+
+
+def test_fanout_contenders_all_run_the_same_size(registry: aiocore.PluginRegistry) -> None:
+    settings = quick_settings("epoll", registry)
+    [result] = harness.run_workloads([workloads.WORKLOADS["bh_fanout"]], settings)
+    check_sane(result)
+    case = result.cases[0]
+    ran = [c for c in case.contenders if c.status == "ok"]
+    assert len(ran) >= 3  # aiocore epoll, asyncio, the deque floor
+    sizes = {c.name: c.size for c in ran}
+    assert len(set(sizes.values())) == 1, sizes
+    expected = round(workloads.FANOUT_PER_SECOND * settings.duration)
+    assert ran[0].size == case.params["size_per_run"] == expected
+    for c in ran:
+        assert [s["count"] for s in c.samples] == [expected]
+
+
 def test_wakeup_shmring_contenders_are_held_to_the_raw_ring_consumer(
     registry: aiocore.PluginRegistry,
 ) -> None:
