@@ -695,6 +695,11 @@ def test_source_is_made_once_per_context(ctx: AioContext) -> None:
 # -- bad inputs: clear errors naming the argument, nothing changed ------------------
 
 
+#: Sockets a bad call was handed.  A call that refuses a socket leaves it to
+#: the caller, so :func:`test_bad_inputs` closes these itself.
+_HANDED: list[socket.socket] = []
+
+
 def _closed_socket() -> socket.socket:
     s = socket.socket()
     s.close()
@@ -702,7 +707,9 @@ def _closed_socket() -> socket.socket:
 
 
 def _udp_socket() -> socket.socket:
-    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    _HANDED.append(s)
+    return s
 
 
 BAD_CALLS: list[tuple[str, Callable[[SocketSource], Any], type[Exception], str]] = [
@@ -845,10 +852,19 @@ def test_bad_inputs(
     message: str,
 ) -> None:
     source = ctx.sources.socket
-    with pytest.raises(exc, match=message):
-        call(source)
-    assert source.open_objects == []
-    assert ctx.handler_fds() == []
+    _HANDED.clear()
+    try:
+        with pytest.raises(exc, match=message):
+            call(source)
+        assert source.open_objects == []
+        assert ctx.handler_fds() == []
+        # A refused socket is still the caller's: not closed, still blocking.
+        for sock in _HANDED:
+            assert sock.fileno() >= 0 and sock.getblocking()
+    finally:
+        for sock in _HANDED:
+            sock.close()
+        _HANDED.clear()
 
 
 def test_bad_write_inputs(no_fd_leak: None, ctx: AioContext) -> None:
