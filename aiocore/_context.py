@@ -75,6 +75,8 @@ from ._plugins import PluginRegistry, default_registry
 from ._pollmode import PollMode
 from ._timers import Timer, TimerGroup
 from .backend import (
+    EVENT_ERR,
+    EVENT_HUP,
     EVENT_IN,
     EVENT_NVAL,
     EVENT_OUT,
@@ -1018,6 +1020,12 @@ class AioContext:
                 cause = OSError(code, os.strerror(code))
                 handle(self._fd_error(fd, cause, "waiting for it"))
                 continue
+            if revents & EVENT_HUP and node.io_read is None:
+                # poll(2) and epoll report a hang-up whatever was asked for.
+                # With no io_read to hear it, io_write does (its next write
+                # fails: EPIPE); else the wait would return for it for ever
+                # and no callback would run (a busy loop).
+                revents |= EVENT_ERR
             # The write half stays on the record while io_read runs: if
             # io_read replaces the handler, the new record inherits it and
             # gets its io_write in this pass (SPEC 3); a nested poll that

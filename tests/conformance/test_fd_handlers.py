@@ -489,3 +489,33 @@ def test_io_poll_ready_removed_by_an_earlier_callback_is_not_called(
 
 def _noop(_opaque: object) -> None:
     return None
+
+
+def test_a_hang_up_reaches_a_write_only_handler(ctx: AioContext, spy: WaitSpy) -> None:
+    """HUP alone, on a handler with no io_read, goes to io_write.
+
+    poll(2) and epoll report HUP whatever the handler asked for.  A stream
+    that only writes (its send buffer full, its peer gone) was woken by it
+    on every wait with no callback to run: ``poll(True)`` returned at once,
+    for ever, and the writer never learnt the peer was gone.
+    """
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a.setblocking(False)
+        fill_pipe(a.fileno())  # no OUT: the buffer is full
+        b.shutdown(socket.SHUT_RDWR)
+        rec = Recorder()
+        ctx.set_fd_handler(a.fileno(), None, rec.cb("write"))
+        assert ctx.poll(False) is True
+        mask = spy.reported_mask(a.fileno())
+        assert mask & EVENT_HUP, f"{mask:#x}: no hang-up reported"
+        # (kqueue reports EV_EOF on the write filter as OUT|HUP: io_write ran anyway.)
+        if not ctx.backend_name.startswith("kqueue"):
+            assert not mask & EVENT_OUT, f"{mask:#x}: not the case tested (OUT too)"
+        assert rec.names() == ["write"]
+        ctx.set_fd_handler(a.fileno(), None)
+    finally:
+        a.close()
+        b.close()
