@@ -13,7 +13,10 @@ because poll hands the kernel every fd on every call.  QEMU's rule, kept here:
   what was already reported;
 * never downgrade when the count drops again (the work is done);
 * if ``epoll_ctl`` refuses an fd (``EPERM`` for a regular file), fall back to
-  poll **for good**, say so in the log, and never try again.
+  poll **for good**, say so in the log, and never try again.  A refused
+  *removal* is not such a refusal: the fd is forgotten all the same (the
+  core has dropped its handler and reports the error) and auto stays where
+  it is.
 
 One rule is added to QEMU's: **io_uring when it was measured faster here.**
 io_uring submits every change and the wait in one system call, but from
@@ -121,6 +124,12 @@ class AutoBackend(Backend):
         return self._delegate.fd_errno(fd)
 
     def update(self, fd: int, old_mask: int, new_mask: int) -> None:
+        if not new_mask:
+            try:
+                self._remove(fd, old_mask)
+            finally:
+                self._check_threshold()
+            return
         try:
             self._delegate.update(fd, old_mask, new_mask)
         except PermissionError as exc:
@@ -128,12 +137,22 @@ class AutoBackend(Backend):
                 raise
             self._fall_back(f"epoll refused fd {fd} ({exc.strerror})")
             self._delegate.update(fd, old_mask, new_mask)
-        if new_mask:
-            self._masks[fd] = new_mask
-        else:
-            self._masks.pop(fd, None)
+        self._masks[fd] = new_mask
+        self._check_threshold()
+
+    def _check_threshold(self) -> None:
         if not self._final and self.name == "poll" and len(self._masks) >= self._threshold:
             self.maintenance_due = True
+
+    def _remove(self, fd: int, old_mask: int) -> None:
+        # Forgotten even when the delegate refuses (aiocore.backend's
+        # contract): the core has dropped the handler and only reports the
+        # error.  Kept, the fd would be added again by an upgrade or a
+        # fallback, and its number reported for whatever file reuses it.
+        self._masks.pop(fd, None)
+        # A refused removal never makes auto fall back (epoll's EPERM here
+        # means the closed fd's number now names a regular file).
+        self._delegate.update(fd, old_mask, 0)
 
     def maintain(self) -> None:
         self.maintenance_due = False

@@ -8,11 +8,13 @@ exception before the upgrade is dispatched after); the default threshold of 64
 fds; the upgrade happens only at the outermost poll level and not while
 external clients are disabled; no downgrade; an fd epoll refuses (a regular
 file) makes the context fall back to poll for good and say so in its log;
-closing an upgraded context leaks no fd.
+closing an upgraded context leaks no fd.  A removal epoll refuses (an fd
+closed while registered, SPEC 3) forgets the fd and never makes it fall back.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ import pytest
 from aiocore import AioContext, EventNotifier, PluginRegistry
 
 from ..conftest import skip_or_fail_unavailable
-from ._support import ExcLog, Pair, poll_until
+from ._support import ExcLog, Pair, WaitSpy, poll_until
 
 MANY = 100
 
@@ -369,3 +371,90 @@ def test_upgraded_context_closes_without_leaks(
     finally:
         for e in es:
             e.close()
+
+
+def _regular_file(tmp_path: os.PathLike[str]) -> int:
+    path = os.path.join(os.fspath(tmp_path), "regular")
+    with open(path, "wb") as f:
+        f.write(b"data")
+    return os.open(path, os.O_RDONLY)
+
+
+def _reuse_number(fd: int, by: int) -> None:
+    """Make the (closed) number *fd* name the file of *by*."""
+    assert os.dup2(by, fd) == fd
+
+
+def test_a_removal_epoll_refuses_forgets_the_fd_for_a_later_fallback(
+    auto_ctx: AioContext, notifiers: Notifiers, tmp_path: os.PathLike[str]
+) -> None:
+    """Found by audit: a removal that epoll refused (EBADF: the fd was closed
+    while registered) left the fd in auto's own table.  A later fallback to
+    poll registered it again, and the number, reused by a readable socket
+    nobody watches, was reported by every wait: a busy loop."""
+    ctx = auto_ctx
+    errors = ExcLog()
+    ctx.set_exception_handler(errors)
+    notifiers.add(MANY)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+    gone, other = Pair(), Pair()
+    fd = gone.a
+    try:
+        ctx.set_fd_handler(fd, lambda _o: None)
+        gone.sa.close()  # closed while registered: epoll forgets it silently
+        ctx.set_fd_handler(fd, None)  # EPOLL_CTL_DEL fails: reported once
+        assert [getattr(e, "errno", None) for e in errors.seen] == [errno.EBADF]
+        _reuse_number(fd, other.a)
+        other.send_to_a()  # readable, and no handler watches it
+        regular = _regular_file(tmp_path)
+        try:
+            ctx.set_fd_handler(regular, lambda _o: None)
+            assert ctx.backend_name == "poll"  # fell back for good
+            ctx.set_fd_handler(regular, None)
+        finally:
+            os.close(regular)
+        spy = WaitSpy(ctx)
+        try:
+            ctx.poll(False)
+        finally:
+            spy.restore()
+        assert spy.calls == 1
+        assert fd not in dict(spy.reports[0])  # was reported by every wait
+        assert len(errors.seen) == 1
+        assert ctx.backend_statistics()["fds"] == len(ctx.handler_fds()) + 1
+    finally:
+        os.close(fd)
+        gone.close()
+        other.close()
+
+
+def test_a_removal_epoll_refuses_with_eperm_does_not_make_it_fall_back(
+    auto_ctx: AioContext, notifiers: Notifiers, tmp_path: os.PathLike[str]
+) -> None:
+    """EPOLL_CTL_DEL of a number that now names a regular file fails with
+    EPERM (the fd was closed while registered and the number reused).  That
+    says nothing about the fds epoll watches: no fallback to poll."""
+    ctx = auto_ctx
+    errors = ExcLog()
+    ctx.set_exception_handler(errors)
+    notifiers.add(MANY)
+    ctx.poll(False)
+    assert ctx.backend_name == "epoll"
+    gone = Pair()
+    fd = gone.a
+    regular = _regular_file(tmp_path)
+    try:
+        ctx.set_fd_handler(fd, lambda _o: None)
+        gone.sa.close()
+        _reuse_number(fd, regular)
+        ctx.set_fd_handler(fd, None)
+        assert [getattr(e, "errno", None) for e in errors.seen] == [errno.EPERM]
+        assert ctx.backend_name == "epoll"
+        assert ctx.backend_statistics()["final"] is False
+        assert fd not in ctx.handler_fds()
+        assert ctx.backend_statistics()["fds"] == len(ctx.handler_fds()) + 1
+    finally:
+        os.close(fd)
+        os.close(regular)
+        gone.close()
