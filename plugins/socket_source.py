@@ -219,6 +219,83 @@ def _resolve(address: object, socktype: int, *, passive: bool, argname: str) -> 
     return family, sockaddr
 
 
+_FAMILY_NAMES: Final[dict[int, str]] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+def _check_destination(family: int, address: object, connected: bool) -> Any:
+    """Return *address* as ``sendto`` takes it on a socket of *family*, or raise naming it.
+
+    Checks what ``sendto`` would otherwise refuse with a ``TypeError``,
+    ``OverflowError`` or a resolver error that does not name the argument
+    (or, for a datagram queued behind others, only when the queue flushes):
+    the shape for the family, the types, the port range, an IP literal of
+    the other family.  Host *names* are left to ``sendto`` (a lookup that
+    blocks the loop; its failure is an ``OSError`` like a send's).
+    """
+    if address is None:
+        if not connected:
+            raise ValueError(
+                "address must be given: this datagram socket has no remote_address "
+                "(None means the connected peer)"
+            )
+        return None
+    if family not in _FAMILY_NAMES:  # Unix-domain
+        if not isinstance(address, (str, bytes, os.PathLike)):
+            raise TypeError(
+                "address must be a str or path on this Unix-domain datagram socket "
+                f"(or None for the connected peer); got {type(address).__name__} {address!r}"
+            )
+        path = os.fspath(address)
+        if not path:
+            raise ValueError("address must not be empty; it must be a str or path")
+        return path
+    name = _FAMILY_NAMES[family]
+    v6 = family == socket.AF_INET6
+    shapes = "a (host, port)" + (" or (host, port, flowinfo, scope_id)" if v6 else "")
+    if not isinstance(address, tuple) or len(address) not in ((2, 4) if v6 else (2,)):
+        raise TypeError(
+            f"address must be {shapes} tuple on this {name} datagram socket (or None for the "
+            f"connected peer); got {type(address).__name__} {address!r}"
+        )
+    host, port = address[0], address[1]
+    if not isinstance(host, str):
+        raise TypeError(f"address: host must be a str, got {type(host).__name__} {host!r}")
+    if type(port) is not int:
+        raise TypeError(f"address: port must be an int, got {type(port).__name__} {port!r}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"address: port must be in 0..65535, got {port}")
+    if len(address) == 4:
+        for value, what, top in ((address[2], "flowinfo", 2**20), (address[3], "scope_id", 2**32)):
+            if type(value) is not int:
+                raise TypeError(
+                    f"address: {what} must be an int, got {type(value).__name__} {value!r}"
+                )
+            if not 0 <= value < top:
+                raise ValueError(f"address: {what} must be in 0..{top - 1}, got {value}")
+    if v6:
+        if host and ":" not in host and host[-1].isdigit():
+            # Cheap test first: an IPv6 literal has a colon, a name rarely ends in a digit.
+            try:
+                socket.inet_aton(host)
+            except OSError:
+                pass
+            else:
+                raise ValueError(
+                    f"address: host {host!r} is an IPv4 address and this is an IPv6 datagram "
+                    f"socket (use the IPv4-mapped '::ffff:{host}')"
+                )
+    elif ":" in host:
+        raise ValueError(
+            f"address: host {host!r} is an IPv6 address and this is an IPv4 datagram socket"
+        )
+    if not host.isascii():
+        try:
+            host.encode("idna")
+        except UnicodeError as exc:
+            raise ValueError(f"address: host {host!r} is not a valid host name: {exc}") from None
+    return address
+
+
 def _check_socket(sock: object, argname: str, socktype: int) -> socket.socket:
     if not isinstance(sock, socket.socket):
         raise TypeError(f"{argname} must be a socket.socket, got {type(sock).__name__} {sock!r}")
@@ -925,7 +1002,9 @@ class Datagram:
     __slots__ = (
         "_batch",
         "_bound",
+        "_connected",
         "_ctx",
+        "_family",
         "_on_datagram",
         "_on_error",
         "_queue",
@@ -960,6 +1039,13 @@ class Datagram:
         self._on_error = on_error
         self._batch = batch
         self._bound = bound
+        self._family = sock.family
+        try:
+            sock.getpeername()
+        except OSError:
+            self._connected = False
+        else:
+            self._connected = True
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._reg_write = False
         #: Datagrams received and sent so far.
@@ -1034,6 +1120,13 @@ class Datagram:
                 if self.closed:
                     return
                 continue
+            except Exception:
+                # Not the kernel's refusal (send() checks addresses, so this
+                # is a bug): drop the datagram, so that it is reported once
+                # and cannot hold up the queue; the rest leaves at the next
+                # writable report (write interest stays registered).
+                queue.popleft()
+                raise
             queue.popleft()
             self.sent += 1
         if self._reg_write:
@@ -1046,17 +1139,19 @@ class Datagram:
         Queued, in order, when the kernel cannot take it now.  An error the
         kernel reports at once (``EMSGSIZE``, ``ECONNREFUSED`` on a connected
         socket) is raised; one met while flushing the queue goes to
-        ``on_error``.
+        ``on_error``, and the queue goes on with the next datagram.
+
+        *address* must suit the socket: a ``(host, port)`` tuple (IPv6 also
+        ``(host, port, flowinfo, scope_id)``) with a host of the socket's
+        family, or a str or path on a Unix-domain socket; ``None`` only on a
+        connected socket.  Otherwise ``TypeError`` or ``ValueError`` naming
+        *address* is raised and nothing is sent or queued.
         """
         if self.closed:
             raise StreamClosed(f"send() on {self!r}")
         if not isinstance(data, bytes):
             data = bytes(_as_bytes_like(data))
-        if address is not None and not isinstance(address, (tuple, str, bytes)):
-            raise TypeError(
-                f"address must be {_ADDRESS_HELP} (or None for the connected peer); "
-                f"got {type(address).__name__} {address!r}"
-            )
+        address = _check_destination(self._family, address, self._connected)
         queue = self._queue
         if not queue:
             try:

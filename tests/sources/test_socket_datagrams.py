@@ -155,3 +155,162 @@ def test_bad_send_inputs(no_fd_leak: None, ctx: AioContext) -> None:
         d.send(b"x", 5)
     assert d.queued == 0
     d.close()
+
+
+# -- send(): the address must suit the socket; the queue never stalls ---------------
+
+_BAD_IP_ADDRESSES: list[tuple[str, Any, type[Exception], str]] = [
+    ("ipv4", ("::1", 9), ValueError, r"address: host '::1' is an IPv6 address .* IPv4 datagram"),
+    ("ipv4", "/tmp/x", TypeError, r"address must be a \(host, port\) tuple on this IPv4"),
+    ("ipv4", ("127.0.0.1", 9, 0, 0), TypeError, r"address must be a \(host, port\) tuple"),
+    ("ipv4", ("127.0.0.1", "9"), TypeError, "address: port must be an int, got str '9'"),
+    ("ipv4", ("127.0.0.1", 70000), ValueError, r"address: port must be in 0\.\.65535, got 70000"),
+    ("ipv4", ("127.0.0.1", True), TypeError, "address: port must be an int, got bool"),
+    ("ipv4", (b"127.0.0.1", 9), TypeError, "address: host must be a str, got bytes"),
+    ("ipv4", ("\udcff", 9), ValueError, "address: host .* is not a valid host name"),
+    ("ipv4", None, ValueError, "address must be given: this datagram socket has no remote_addr"),
+    ("ipv6", ("127.0.0.1", 9), ValueError, r"is an IPv4 address .* '::ffff:127\.0\.0\.1'"),
+    ("ipv6", ("::1", 9, "x", 0), TypeError, "address: flowinfo must be an int, got str"),
+    ("ipv6", ("::1", 9, 2**40, 0), ValueError, r"address: flowinfo must be in 0\.\.1048575"),
+    ("ipv6", ("::1", 9, 0, -1), ValueError, r"address: scope_id must be in 0\.\.4294967295"),
+    ("ipv6", ("::1",), TypeError, r"or \(host, port, flowinfo, scope_id\) tuple on this IPv6"),
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "exc", "message"),
+    _BAD_IP_ADDRESSES,
+    ids=[f"{c[0]}-{c[1]!r}" for c in _BAD_IP_ADDRESSES],
+)
+def test_send_refuses_an_address_the_socket_cannot_use(
+    no_fd_leak: None, ctx: AioContext, family: str, address: Any, exc: type[Exception], message: str
+) -> None:
+    """Refused by name before anything is sent or queued (sendto() raised an
+    unnamed TypeError/OverflowError, or a resolver error, for these)."""
+    d = ctx.sources.socket.datagram(lambda _d, _a: None, local_address=(_host(family), 0))
+    try:
+        with pytest.raises(exc, match=message):
+            d.send(b"x", address)
+        assert d.queued == 0 and d.sent == 0
+        assert ctx._table.nodes[d.fd].mask & EVENT_OUT == 0
+    finally:
+        d.close()
+
+
+def _unread_unix_receiver(tmp_path: Path) -> tuple[socket.socket, str]:
+    path = str(tmp_path / "recv.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    return receiver, path
+
+
+def _read_all(receiver: socket.socket, got: list[bytes]) -> None:
+    try:
+        while True:
+            got.append(receiver.recv(65536))
+    except BlockingIOError:
+        pass
+
+
+def test_unix_send_refuses_an_ip_address_even_behind_a_queue(
+    no_fd_leak: None, ctx: AioContext, tmp_path: Path
+) -> None:
+    """A tuple on a Unix-domain socket used to be queued behind the others, and
+    its TypeError in the flush stalled the queue for good; now send() refuses it
+    by name, nothing is queued, and every good datagram arrives once, in order."""
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, e: errors.append(e))
+    receiver, path = _unread_unix_receiver(tmp_path)
+    try:
+        d = ctx.sources.socket.datagram(
+            lambda _d, _a: None,
+            local_address=str(tmp_path / "send.sock"),
+            remote_address=path,
+            on_error=errors.append,
+        )
+        sent = [b"good %d" % i for i in range(200)]
+        for item in sent[:100]:
+            d.send(item)
+        queued = d.queued
+        assert queued > 0  # the receiver's queue is full: the rest waits here
+        for bad, exc, message in (
+            (("127.0.0.1", 9), TypeError, "address must be a str or path on this Unix-domain"),
+            ("", ValueError, "address must not be empty"),
+            (7, TypeError, "address must be a str or path .* got int 7"),
+        ):
+            with pytest.raises(exc, match=message):
+                d.send(b"bad", bad)
+            assert d.queued == queued
+        for item in sent[100:]:
+            d.send(item, Path(path))  # a path object is an address too
+        got: list[bytes] = []
+
+        def read() -> bool:
+            _read_all(receiver, got)
+            return len(got) >= len(sent) and d.queued == 0
+
+        run_until(ctx, read, timeout=5, max_polls=100_000)
+        poll_for(ctx, 0.01)
+        _read_all(receiver, got)
+        assert got == sent
+        assert errors == []
+        assert ctx._table.nodes[d.fd].mask & EVENT_OUT == 0
+        d.close()
+    finally:
+        receiver.close()
+
+
+def test_unix_send_without_address_on_an_unconnected_socket_is_refused(
+    no_fd_leak: None, ctx: AioContext, tmp_path: Path
+) -> None:
+    d = ctx.sources.socket.datagram(lambda _d, _a: None, local_address=str(tmp_path / "a"))
+    try:
+        with pytest.raises(ValueError, match="address must be given"):
+            d.send(b"x")
+        assert d.queued == 0 and d.sent == 0
+    finally:
+        d.close()
+
+
+def test_flush_drops_a_datagram_sendto_refuses_reports_it_once_and_goes_on(
+    no_fd_leak: None, ctx: AioContext, tmp_path: Path
+) -> None:
+    """Belt and braces behind send()'s check: a queued datagram that sendto()
+    refuses with something other than an OSError is dropped and reported once
+    (it used to stay at the head: the error on every poll, the rest stuck)."""
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, e: errors.append(e))
+    on_error: list[OSError] = []
+    receiver, path = _unread_unix_receiver(tmp_path)
+    try:
+        d = ctx.sources.socket.datagram(
+            lambda _d, _a: None,
+            local_address=str(tmp_path / "send.sock"),
+            remote_address=path,
+            on_error=on_error.append,
+        )
+        sent = [b"good %d" % i for i in range(100)]
+        for item in sent[:50]:
+            d.send(item)
+        assert d.queued > 0
+        d._queue.append((b"bad", ("127.0.0.1", 9)))  # what send() used to let through
+        for item in sent[50:]:
+            d.send(item)
+        got: list[bytes] = []
+
+        def read() -> bool:
+            _read_all(receiver, got)
+            return len(got) >= len(sent) and d.queued == 0
+
+        run_until(ctx, read, timeout=5, max_polls=100_000)
+        poll_for(ctx, 0.01)
+        _read_all(receiver, got)
+        assert got == sent
+        assert [type(e) for e in errors] == [TypeError]
+        assert on_error == []
+        assert d.sent == len(sent)
+        assert ctx._table.nodes[d.fd].mask & EVENT_OUT == 0
+        d.close()
+    finally:
+        receiver.close()
