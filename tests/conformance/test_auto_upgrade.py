@@ -8,13 +8,16 @@ exception before the upgrade is dispatched after); the default threshold of 64
 fds; the upgrade happens only at the outermost poll level and not while
 external clients are disabled; no downgrade; an fd epoll refuses (a regular
 file) makes the context fall back to poll for good and say so in its log;
-closing an upgraded context leaks no fd.  A removal epoll refuses (an fd
-closed while registered, SPEC 3) forgets the fd and never makes it fall back.
+closing an upgraded context leaks no fd.  An fd closed while registered
+(SPEC 3) neither keeps it on poll nor is watched again: a removal epoll
+refuses forgets the fd and never makes it fall back, and the upgrade skips a
+closed fd, reporting it once as poll would.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -380,6 +383,12 @@ def _regular_file(tmp_path: os.PathLike[str]) -> int:
     return os.open(path, os.O_RDONLY)
 
 
+def _high_dup(fd: int) -> int:
+    """A dup of *fd* above every open fd: a number no new fd takes by itself."""
+    top = max(int(name) for name in os.listdir("/proc/self/fd"))
+    return fcntl.fcntl(fd, fcntl.F_DUPFD, top + 2)
+
+
 def _reuse_number(fd: int, by: int) -> None:
     """Make the (closed) number *fd* name the file of *by*."""
     assert os.dup2(by, fd) == fd
@@ -458,3 +467,94 @@ def test_a_removal_epoll_refuses_with_eperm_does_not_make_it_fall_back(
         os.close(fd)
         os.close(regular)
         gone.close()
+
+
+def test_an_fd_poll_reported_closed_does_not_keep_it_on_poll(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    """Found by audit: an fd closed while registered (poll reported it once,
+    SPEC 3) made the upgrade stay on poll for good ("epoll refused fd ...
+    (Bad file descriptor)"); SPEC 10 gives that up only for EPERM.  The
+    upgrade skips the fd, which stays unwatched as on poll: its reused number
+    does not call the stale handler, and removing it reports nothing more."""
+    ctx = auto_ctx
+    errors = ExcLog()
+    ctx.set_exception_handler(errors)
+    ctx.disable_external()  # holds the upgrade back while the fd is closed
+    notifiers.add(MANY)
+    gone, other = Pair(), Pair()
+    fd = _high_dup(gone.a)  # the new epoll instance cannot take its number
+    calls: list[object] = []
+    try:
+        ctx.set_fd_handler(fd, calls.append)
+        os.close(fd)
+        ctx.poll(False)  # poll: POLLNVAL, reported once
+        assert [getattr(e, "errno", None) for e in errors.seen] == [errno.EBADF]
+        assert ctx.backend_name == "poll"
+        ctx.enable_external()
+        ctx.poll(False)
+        assert ctx.backend_name == "epoll"
+        assert ctx.backend_statistics()["final"] is False
+        _reuse_number(fd, other.a)
+        other.send_to_a()
+        for _ in range(3):
+            ctx.poll(False)
+        assert calls == []
+        assert len(errors.seen) == 1
+        ctx.set_fd_handler(fd, None)
+        assert len(errors.seen) == 1
+        assert ctx.backend_statistics()["fds"] == len(ctx.handler_fds()) + 1
+    finally:
+        os.close(fd)
+        gone.close()
+        other.close()
+
+
+def _closed_before_the_upgrade(ctx: AioContext, notifiers: Notifiers, high: bool) -> None:
+    errors = ExcLog()
+    ctx.set_exception_handler(errors)
+    ctx.disable_external()  # holds the upgrade back
+    notifiers.add(MANY)
+    gone = Pair()
+    fd = _high_dup(gone.a) if high else gone.a
+    calls: list[object] = []
+    try:
+        ctx.set_fd_handler(fd, calls.append)
+        ctx.poll(False)
+        if high:
+            os.close(fd)
+        else:
+            gone.sa.close()  # the lowest free number: the new epoll takes it
+        ctx.enable_external()
+        ctx.poll(False)  # upgrades, then reports the fd
+        assert ctx.backend_name == "epoll"
+        assert ctx.backend_statistics()["final"] is False
+        assert [getattr(e, "errno", None) for e in errors.seen] == [errno.EBADF]
+        for _ in range(3):
+            ctx.poll(False)
+        assert len(errors.seen) == 1
+        assert calls == []
+        ctx.set_fd_handler(fd, None)
+        assert len(errors.seen) == 1
+        assert fd not in ctx.handler_fds()
+        assert ctx.backend_statistics()["fds"] == len(ctx.handler_fds()) + 1
+    finally:
+        gone.close()
+
+
+def test_an_fd_closed_just_before_the_upgrade_is_reported_once(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    """An fd closed since poll's last wait: epoll_ctl refuses it with EBADF
+    during the upgrade.  The upgrade goes on, and the next wait reports the
+    fd closed, once, as poll would have; removing it reports nothing more."""
+    _closed_before_the_upgrade(auto_ctx, notifiers, high=True)
+
+
+def test_an_fd_whose_number_the_new_epoll_takes_is_reported_once(
+    auto_ctx: AioContext, notifiers: Notifiers
+) -> None:
+    """The same when the closed number is the lowest free one: the upgrade's
+    own epoll instance takes it, and epoll_ctl refuses to add an epoll fd to
+    itself (EINVAL).  That fd was closed too: reported once, upgrade done."""
+    _closed_before_the_upgrade(auto_ctx, notifiers, high=False)
