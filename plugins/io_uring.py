@@ -372,6 +372,9 @@ class IoUringBackend(Backend):
         self._lock = threading.Lock()
         #: fd -> new mask, recorded by update(), applied by wait().
         self._changes: dict[int, int] = {}
+        #: fds registered as of the last update(), pending changes included
+        #: (statistics()["fds"]); under _lock, like _changes.
+        self._registered: set[int] = set()
         #: fd -> interest mask, for every registered fd (dropped ones too).
         self._mask: dict[int, int] = {}
         #: fd -> user_data of the request armed (or written to the SQ) for it.
@@ -461,6 +464,10 @@ class IoUringBackend(Backend):
         """
         with self._lock:
             self._changes[fd] = new_mask
+            if new_mask:
+                self._registered.add(fd)
+            else:
+                self._registered.discard(fd)
         files = self._files
         if new_mask:
             try:
@@ -621,16 +628,21 @@ class IoUringBackend(Backend):
         self._probe.clear()
         self._pending.clear()
         self._files.clear()
+        with self._lock:
+            self._registered.clear()
 
     def statistics(self) -> dict[str, object]:
         ring = self._ring
+        with self._lock:
+            # What update() was told, not what the next wait will submit.
+            nfds = len(self._registered)
         return {
             "library": self._lib.path,
             "mode": "multishot" if self._multishot else "one-shot",
             "sq_entries": ring.sq_entries,
             "cq_entries": ring.cq_entries,
             "features": hex(ring.features),
-            "fds": len(self._mask),
+            "fds": nfds,
             "dropped_closed_fds": sorted(self._dropped),
             **self._stats,
         }
