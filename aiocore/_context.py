@@ -346,7 +346,10 @@ class AioContext:
         # between it and the outermost poll(): a timer, BH or fd callback that
         # ran a nested poll() catches it on the way.  Handing it to the
         # handler again there would report one error twice, so it is
-        # remembered and passed on; the outermost poll() forgets it.
+        # remembered and passed on; the outermost poll() forgets it, however
+        # it ends (a callback may have caught it: a stale mark would let the
+        # same object, raised again later, skip the handler).  Outside poll()
+        # nothing is nested, so nothing is marked.
         if exc is self._escaping:
             raise exc
         handler = self._exc_handler
@@ -356,7 +359,8 @@ class AioContext:
         try:
             handler(self, exc)
         except BaseException as out:
-            self._escaping = out
+            if self._depth:
+                self._escaping = out
             raise
 
     # -- notify (SPEC 6) ----------------------------------------------------
@@ -884,13 +888,13 @@ class AioContext:
             # poll() (SPEC 12).  BHs and timers keep their own state.
             snapshot = list(table.nodes.items())
             self._leftover = [(fd, 0) for fd, n in snapshot if n.revents]
-            if self._depth == 1:
-                self._escaping = None  # out of the outermost poll(): see _handle_exception
             raise
         finally:
             if announced:
                 self._notify_me -= 2
             self._depth -= 1
+            if self._escaping is not None and not self._depth:
+                self._escaping = None  # see _handle_exception
         # 9.
         return progress
 
@@ -927,27 +931,47 @@ class AioContext:
     # -- poll mode (SPEC 5) -------------------------------------------------
 
     def _set_poll_started(self, started: bool) -> None:
+        """Call ``io_poll_begin`` (or ``io_poll_end``) on the handlers: SPEC 5.
+
+        Each record remembers whether it began (``poll_began``), so the end
+        goes to exactly the records the begin went to: one added since, or an
+        external one skipped while external clients were disabled, gets
+        neither; one that began and was disabled since still gets its end.  A
+        ring's producer that stopped kicking must always be told to start
+        again, or the loop sleeps through its next push.  For the same
+        reason an exception, even a BaseException, from one hook (or from the
+        handler it reaches) does not skip the others: it is raised after.
+        """
         self._pollmode.started = started
-        escaping: Exception | None = None
+        escaping: BaseException | None = None
         ext_disabled = self._external_disabled
         for node in list(self._table.nodes.values()):
-            if node.deleted or (node.is_external and ext_disabled):
+            if node.deleted:
+                continue  # removed by an earlier hook
+            if started:
+                if node.poll_began or (node.is_external and ext_disabled):
+                    continue
+                node.poll_began = True
+                fn = node.io_poll_begin
+            else:
+                if not node.poll_began:
+                    continue
+                node.poll_began = False
+                fn = node.io_poll_end
+            if fn is None:
                 continue
-            fn = node.io_poll_begin if started else node.io_poll_end
-            if fn is not None:
+            try:
                 try:
                     fn(node.opaque)
                 except Exception as exc:
-                    try:
-                        self._handle_exception(exc)
-                    except Exception as reraised:
-                        # The transition is recorded as made: every other
-                        # handler must get its hook too, or one would see
-                        # io_poll_end without io_poll_begin (a ring would
-                        # stop or keep asking for kicks).  Raise after.
-                        if escaping is None:
-                            escaping = reraised
+                    self._handle_exception(exc)
+            except BaseException as exc:  # what the handler raised, or a BaseException
+                if escaping is None:
+                    escaping = exc
         if escaping is not None:
+            # Passed on by the callbacks it escapes through, like any
+            # exception the handler raised (see _handle_exception).
+            self._escaping = escaping
             raise escaping
 
     def _poll_once(self) -> bool:

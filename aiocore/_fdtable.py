@@ -42,6 +42,7 @@ class AioHandler:
         "is_external",
         "mask",
         "opaque",
+        "poll_began",
         "revents",
     )
 
@@ -70,6 +71,9 @@ class AioHandler:
         #: Readiness reported by the backend and not yet dispatched.
         self.revents = 0
         self.deleted = False
+        #: Got io_poll_begin (or was counted as begun) and not yet io_poll_end:
+        #: the end goes to exactly the records the begin went to.
+        self.poll_began = False
 
     def __repr__(self) -> str:
         parts = [f"fd={self.fd}"]

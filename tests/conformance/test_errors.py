@@ -711,3 +711,33 @@ def test_a_reraised_exception_reaches_the_handler_once_through_nested_polls(
             t.delete()
         ctx.set_fd_handler(pair.a, None)
         pair.close()
+
+
+def test_an_exception_the_handler_raised_outside_poll_is_not_remembered(ctx: AioContext) -> None:
+    """Only a nested poll() passes an exception through callbacks.
+
+    A coroutine entered outside poll() whose error the handler re-raised was
+    remembered as "passing through"; when Coroutine.result() raised the same
+    object from a BH later, it skipped the (by then swallowing) handler and
+    escaped poll().
+    """
+
+    async def failing() -> None:
+        raise ValueError("coroutine failed")
+
+    co = aiocore.Coroutine(failing())
+
+    def reraise(c: AioContext, exc: BaseException) -> None:
+        raise exc
+
+    ctx.set_exception_handler(reraise)
+    with pytest.raises(ValueError, match="coroutine failed"):
+        aiocore.co_enter(ctx, co)
+    handled: list[BaseException] = []
+    ctx.set_exception_handler(lambda c, exc: handled.append(exc))
+    try:
+        ctx.bh_schedule_oneshot(lambda _o: co.result())
+        ctx.poll(False)  # the handler swallows it: poll() does not raise
+        assert [str(e) for e in handled] == ["coroutine failed"]
+    finally:
+        ctx.set_exception_handler(None)

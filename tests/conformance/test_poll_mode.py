@@ -343,6 +343,99 @@ def test_a_reraised_hook_error_still_gives_every_handler_its_hook(
     ctx.set_exception_handler(None)
 
 
+def test_an_external_handler_disabled_while_started_still_gets_its_end(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """The end went to the handlers not disabled *now*; the begin had gone to
+    those not disabled *then*.  Disabled in between: no end, then a second
+    begin (a ring would stay "polling" and its producer stop kicking)."""
+    h = handlers(external=True)
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+    h.result = True
+    ctx.poll(True)
+    assert h.hooks == ["begin"]
+    ctx.disable_external()
+    ctx.poll(False)  # a zero window ends poll mode
+    assert h.hooks == ["begin", "end"]
+    ctx.poll(True)  # started again: the disabled handler is left out ...
+    ctx.enable_external()
+    ctx.poll(False)  # ... so it gets no end either
+    assert h.hooks == ["begin", "end"]
+    ctx.poll(True)
+    ctx.poll(False)
+    assert h.hooks == ["begin", "end", "begin", "end"]
+
+
+@pytest.mark.parametrize("hook", ["begin", "end"])
+def test_a_base_exception_from_a_hook_still_gives_every_handler_its_hook(
+    ctx: AioContext, handlers: Callable[..., PollHandler], hook: str
+) -> None:
+    """SPEC 12: a BaseException propagates with invariants restored.  One
+    from the first handler's hook left the others without theirs, though
+    the transition was recorded (a later end came without a begin)."""
+    first, second = handlers(), handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+
+    def interrupt(_opaque: object) -> None:
+        raise KeyboardInterrupt
+
+    first.result = second.result = True
+    if hook == "begin":
+        ctx.set_fd_poll(first.r, interrupt, first.rec.cb("end"))
+        with pytest.raises(KeyboardInterrupt):
+            ctx.poll(True)
+        assert second.hooks == ["begin"]
+        ctx.poll(False)
+        assert second.hooks == ["begin", "end"]
+        assert first.hooks == ["end"]  # its begin was the one that raised
+    else:
+        ctx.poll(True)
+        ctx.set_fd_poll(first.r, first.rec.cb("begin"), interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            ctx.poll(False)
+        assert second.hooks == ["begin", "end"]
+        ctx.poll(True)
+        assert second.hooks == ["begin", "end", "begin"]
+
+
+def test_two_reraised_hook_errors_in_a_nested_poll_are_each_handled_once(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """The second hook's error replaced the first as the one passing
+    through, so the outer timer's pass handed the first one to the handler
+    again."""
+    first, second = handlers(), handlers()
+    ctx.set_poll_params(10**9, 0, 0)
+    arm_virtual(ctx, 50 * SCALE_MS)
+    ctx.poll(False)
+    seen: list[BaseException] = []
+
+    def handler(c: AioContext, exc: BaseException) -> None:
+        seen.append(exc)
+        raise exc
+
+    def boom(opaque: object) -> None:
+        raise ValueError(f"begin {opaque}")
+
+    for h in (first, second):
+        ctx.set_fd_poll(h.r, boom, None)
+    first.result = second.result = True
+    ctx.set_exception_handler(handler)
+    outer = ctx.timer_new_ns(Clock.REALTIME, lambda _o: ctx.poll(True))
+    try:
+        outer.mod_ns(0)
+        with pytest.raises(ValueError, match="begin op"):
+            ctx.poll(False)
+        assert len(seen) == 2 and seen[0] is not seen[1]
+    finally:
+        outer.delete()
+        ctx.set_exception_handler(None)
+
+
 def test_nonblocking_poll_ends_poll_mode(
     ctx: AioContext, handlers: Callable[..., PollHandler]
 ) -> None:
