@@ -8,15 +8,22 @@ place at the end, by its latest scheduling.
 
 A pass swaps the queue out for a fresh dict, under the lock, and iterates the
 old one (the *batch*), which nobody else mutates any more.  Each BH records
-which dict holds it (``_where``): ``schedule()`` is a no-op while it is in the
-live queue or in the batch (scheduling twice before it runs runs it once);
-``cancel()`` clears ``_where``, so the pass skips it; the pass clears it just
-before the call, so a ``schedule()`` from the callback (or from anyone after
-that point) lands in the fresh queue and runs in the *next* pass.  A
-self-rescheduling BH therefore never starves fds and timers.  The pass takes
-no lock per BH: the only race left is a ``cancel()`` from another thread
-against a pass that already took the BH, which may let it run once (SPEC 7
-allows exactly that).
+which dict holds it (``_where``) and which batch's pass took it (``_taken``);
+it is queued while ``_where`` is set and is not the batch that took it.
+``schedule()`` is a no-op while it is queued (scheduling twice before it runs
+runs it once); ``cancel()`` clears ``_where``, so the pass skips it; the pass
+marks it taken just before the call, so a ``schedule()`` from the callback
+(or from anyone after that point) lands in the fresh queue and runs in the
+*next* pass.  A self-rescheduling BH therefore never starves fds and timers.
+
+The pass takes no lock per BH (a lock per BH was a sixth of a BH chain's
+time): ``schedule()`` and ``cancel()`` write ``_where`` under the lock, and
+the pass never writes it, only ``_taken``, which nothing else writes.  So a
+``cancel()`` and ``schedule()`` from another thread between the pass's check
+and its mark cannot be undone by the mark: the BH runs in this pass (the
+cancel came too late, which SPEC 7 allows) and again in the next (the
+schedule came after the check).  A pass that finishes its batch empties it,
+so the BHs that ran, which keep pointing at it, hold no cycle through it.
 
 The batch iterator lives on the queue, not in the pass's frame: a nested
 ``poll()`` from inside a BH callback pulls the parent's remaining BHs from the
@@ -74,6 +81,7 @@ class BH:
         "_on_drop",
         "_opaque",
         "_queue",
+        "_taken",
         "_where",
     )
 
@@ -83,19 +91,22 @@ class BH:
         self._opaque = opaque
         #: The dict (live queue or batch) holding this BH, or None.
         self._where: dict[BH, None] | None = None
+        #: The batch whose pass took this BH (written by the pass only).
+        self._taken: dict[BH, None] | None = None
         self._idle = False
         self._deleted = False
         #: See the module docstring; set only on internal one-shots.
         self._on_drop: DropHook | None = None
 
     def __repr__(self) -> str:
-        state = "deleted" if self._deleted else "scheduled" if self._where is not None else "idle"
+        state = "deleted" if self._deleted else "scheduled" if self.scheduled else "idle"
         return f"<BH {state} cb={self._cb!r}>"
 
     @property
     def scheduled(self) -> bool:
         """True from ``schedule()`` until its callback starts (or ``cancel()``)."""
-        return self._where is not None
+        where = self._where
+        return where is not None and where is not self._taken
 
     @property
     def deleted(self) -> bool:
@@ -108,7 +119,8 @@ class BH:
         # BH chain, and a Python call costs as much as the work.
         queue = self._queue
         with queue._lock:
-            if self._where is None:
+            where = self._where
+            if where is None or where is self._taken:  # not queued
                 if self._deleted or queue.closed:
                     raise queue._refusal(self)
                 self._idle = False
@@ -118,7 +130,7 @@ class BH:
                 queue.nonidle += 1
             elif self._idle:
                 self._idle = False
-                if self._where is queue._live:
+                if where is queue._live:
                     queue.nonidle += 1
             else:
                 return
@@ -186,8 +198,9 @@ class BHQueue:
     def schedule_idle(self, bh: BH) -> None:
         """Queue *bh* as idle; see :meth:`BH.schedule_idle`."""
         with self._lock:
-            if bh._where is not None:
-                return
+            where = bh._where
+            if where is not None and where is not bh._taken:
+                return  # queued already
             if bh._deleted or self.closed:
                 raise self._refusal(bh)
             bh._idle = True
@@ -218,8 +231,8 @@ class BHQueue:
             if delete:
                 bh._deleted = True
             where = bh._where
-            if where is None:
-                return
+            if where is None or where is bh._taken:
+                return  # not queued
             bh._where = None
             if where is self._live:
                 del self._live[bh]
@@ -259,8 +272,8 @@ class BHQueue:
                 batch = self._batch_dict
             for bh in batch_iter:
                 if bh._where is not batch:
-                    continue
-                bh._where = None
+                    continue  # cancelled (or cancelled and scheduled again)
+                bh._taken = batch
                 if not bh._idle:
                     progress = True
                 try:
@@ -271,6 +284,7 @@ class BHQueue:
                     self._on_error(exc)
             if self._batch is batch_iter:
                 self._batch = None
+                batch.clear()  # done: see the module docstring
             if not self._slices:
                 return progress
             batch_iter = self._batch
@@ -298,7 +312,7 @@ class BHQueue:
             self._live.clear()
             if self._batch is not None:
                 batch = self._batch_dict
-                for bh in self._batch:
+                for bh in self._batch:  # the rest: none of them was taken
                     if bh._where is batch and bh._on_drop is not None:
                         dropped.append(bh)
                     bh._where = None

@@ -8,6 +8,7 @@ so a regression fails instead of hanging), never with sleeps.
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
 import threading
 import types
@@ -447,3 +448,53 @@ def test_the_coroutine_example_in_the_threads_page_runs(
     join_all([runner], 30)
     assert errors == []
     assert capsys.readouterr().out == "done\n"
+
+
+def test_a_schedule_racing_the_pass_that_takes_the_bh_is_not_lost(
+    registry: aiocore.PluginRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cancel() and schedule() from another thread between the pass's check
+    of a BH and its unmarking: the BH sat in the live queue unmarked, and
+    the next pass skipped it.
+
+    The other thread is started at exactly that point (a property on the
+    BH's slot) and given 0.2 s to run in between.
+    """
+    import aiocore._bh as bh_mod
+
+    slot = bh_mod.BH._where
+    armed = [True]
+
+    class ProbeBH(bh_mod.BH):
+        __slots__ = ()
+
+        @property  # type: ignore[override]
+        def _where(self) -> Any:
+            where = slot.__get__(self)
+            caller = sys._getframe(1)
+            in_pass = caller.f_code.co_name == "run" and where is caller.f_locals.get("batch")
+            if armed[0] and in_pass:
+                armed[0] = False
+                racer = threading.Thread(target=lambda: (self.cancel(), self.schedule()))
+                racer.start()
+                racer.join(0.2)
+                racers.append(racer)
+            return where
+
+        @_where.setter
+        def _where(self, value: Any) -> None:
+            slot.__set__(self, value)
+
+    racers: list[threading.Thread] = []
+    monkeypatch.setattr(bh_mod, "BH", ProbeBH)
+    runs: list[int] = []
+    with AioContext(backend="poll", registry=registry) as ctx:
+        bh = ctx.bh_new(lambda _o: runs.append(1))
+        bh.schedule()
+        ctx.poll(False)  # runs it (the cancel raced the pass: allowed)
+        join_all(racers, 5)
+        assert runs == [1]
+        for _ in range(3):
+            ctx.poll(False)
+        assert runs == [1, 1], "the second schedule() never ran"
+        assert not bh.scheduled
