@@ -60,6 +60,7 @@ import logging
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import Any, Final, TypeAlias
@@ -99,6 +100,26 @@ IDLE_BH_TIMEOUT_NS: Final = 10 * SCALE_MS
 _NO_EVENTS: Final[list[tuple[int, int]]] = []
 
 _get_ident = threading.get_ident
+
+#: The contexts made in each thread, weakly: run_in_context() looks here for
+#: a context its caller is polling (see polling_in_this_thread()).
+_by_thread: dict[int, weakref.WeakSet[AioContext]] = {}
+_by_thread_lock = threading.Lock()
+
+
+def polling_in_this_thread() -> list[AioContext]:
+    """The open contexts this thread is inside ``poll()`` of (a callback runs).
+
+    A thread that blocks there waiting for another thread blocks those
+    loops too; if the other thread needs one of them (a call back into the
+    caller's context), both wait for ever.  :func:`~aiocore.run_in_context`
+    polls them while it waits instead, as QEMU's ``AIO_WAIT_WHILE`` polls
+    the main context.
+    """
+    ident = _get_ident()
+    with _by_thread_lock:
+        made = list(_by_thread.get(ident, ()))
+    return [c for c in made if c._depth and c._home == ident and not c._closed]
 
 
 def check_backend_arg(backend: object) -> None:
@@ -174,6 +195,11 @@ class AioContext:
         self._config: Resolved = cfg
         self._home: int | None = _get_ident()
         self._home_thread = threading.current_thread()
+        with _by_thread_lock:
+            if len(_by_thread) > 64:  # threads come and go: drop the emptied sets
+                for ident in [i for i, made in _by_thread.items() if not made]:
+                    del _by_thread[ident]
+            _by_thread.setdefault(self._home, weakref.WeakSet()).add(self)
         self._closed = False
         self._lock = threading.RLock()
         self._lock_owner: int | None = None

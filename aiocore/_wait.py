@@ -3,7 +3,12 @@
 :func:`run_in_context` is QEMU's ``aio_wait_bh_oneshot()``: run a callable in
 a context's home thread, from any other thread, and wait for its result.  It
 schedules a one-shot BH (safe from any thread, and a BH always wakes a
-blocked ``poll(True)``, SPEC 6) and waits on a :class:`threading.Event`.
+blocked ``poll(True)``, SPEC 6) and waits on a :class:`threading.Event`,
+unless its caller is inside ``poll()`` of a context of its own (a callback):
+then it polls that context while it waits, as ``AIO_WAIT_WHILE`` polls the
+main context in QEMU, so a call back into the caller's context (A asks B,
+whose function asks A) runs instead of deadlocking both threads.  The call's
+end notifies the polled context.
 
 :func:`wait_while` is QEMU's ``AIO_WAIT_WHILE(ctx, cond)``: poll a context,
 in its home thread, until a condition turns false.  Whoever makes the
@@ -21,7 +26,7 @@ from time import monotonic
 from typing import Any, Final, TypeVar
 
 from ._clocks import Clock, clock_get_ns
-from ._context import AioContext
+from ._context import AioContext, polling_in_this_thread
 from ._coroutine import in_coroutine
 from ._errors import check_callback
 
@@ -36,6 +41,8 @@ _ABANDONED: Final = 3
 
 #: How often a waiter looks whether the context was closed under it.
 _CLOSE_CHECK_S: Final = 0.05
+#: A waiter polling several contexts of its own polls each this often.
+_TURN_S: Final = 0.001
 
 
 def _check_ctx(ctx: object, fname: str) -> AioContext:
@@ -72,9 +79,11 @@ def _check_timeout(timeout: object, fname: str) -> float | None:
 class _Call:
     """One ``run_in_context`` call: the state shared by the caller and the BH."""
 
-    __slots__ = ("args", "done", "error", "fn", "lock", "result", "state")
+    __slots__ = ("args", "done", "error", "fn", "lock", "result", "state", "wakers")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], wakers: list[AioContext]
+    ) -> None:
         self.fn = fn
         self.args = args
         self.lock = threading.Lock()
@@ -82,6 +91,8 @@ class _Call:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        #: The contexts the caller polls while it waits: told when it is done.
+        self.wakers = wakers
 
     def run(self, _: object) -> None:
         with self.lock:
@@ -92,15 +103,21 @@ class _Call:
             self.result = self.fn(*self.args)
         except BaseException as exc:
             self.error = exc
-            with self.lock:
-                self.state = _DONE
-            self.done.set()
+            self._finish()
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like also stop the loop (SPEC 12)
             return
+        self._finish()
+
+    def _finish(self) -> None:
         with self.lock:
             self.state = _DONE
-        self.done.set()
+        self.done.set()  # first: a waker's poll() returns and reads it
+        for ctx in self.wakers:
+            try:
+                ctx.notify()
+            except RuntimeError:
+                pass  # closed meanwhile: nobody polls it any more
 
 
 def run_in_context(
@@ -118,6 +135,13 @@ def run_in_context(
     hand a result back to a worker.  The home thread must be polling (an
     :class:`~aiocore.IOThread` always is), or this waits until it does.
 
+    Called from a callback, that is from inside ``poll()`` of a context
+    whose home is the calling thread, it polls that context (nested) while
+    it waits, as QEMU's ``AIO_WAIT_WHILE`` does: *fn* may then call back
+    into the caller's context (A asks B, whose *fn* asks A) without a
+    deadlock, and the caller's other handlers, BHs and timers run meanwhile.
+    From a coroutine it blocks instead (``wait_while`` explains why).
+
     :param timeout: seconds to wait, ``None`` (or ``inf``) for no limit.  If *fn* has not
         started by then it never will; if it is running, its result is
         discarded.  Either way ``TimeoutError`` says which.
@@ -129,35 +153,18 @@ def run_in_context(
     limit = _check_timeout(timeout, "run_in_context")
     if ctx.in_home_thread():
         return fn(*args)
-    call = _Call(fn, args)
+    # Inside a coroutine a nested poll() would run other coroutines inside
+    # this one (wait_while refuses it): block there, as before.
+    own = [] if in_coroutine() else polling_in_this_thread()
+    call = _Call(fn, args, own)
     ctx.bh_schedule_oneshot(call.run)  # RuntimeError if closed
-    deadline = None if limit is None else monotonic() + limit
-    done = call.done
-    while True:
-        wait = _CLOSE_CHECK_S if deadline is None else min(_CLOSE_CHECK_S, deadline - monotonic())
-        if done.wait(max(wait, 0.0)):
-            break
-        timed_out = deadline is not None and monotonic() >= deadline
-        if not (timed_out or ctx.closed):
-            continue
-        with call.lock:
-            state = call.state
-            if state == _PENDING:
+    try:
+        _wait_for(call, ctx, own, limit)
+    except BaseException:
+        with call.lock:  # an exception out of our own poll(): give up the call
+            if call.state == _PENDING:
                 call.state = _ABANDONED
-        if state == _PENDING:
-            if timed_out:
-                raise TimeoutError(
-                    f"run_in_context(): {fn!r} did not start within {limit} s "
-                    "(is the context's home thread polling?); it will not run"
-                )
-            raise RuntimeError(f"run_in_context(): the context closed before {fn!r} ran")
-        if state == _DONE:
-            break
-        if timed_out:  # running: cannot be stopped
-            raise TimeoutError(
-                f"run_in_context(): {fn!r} is still running after {limit} s; "
-                "its result will be discarded"
-            )
+        raise
     error = call.error
     if error is not None:
         call.error = None  # no reference cycle through the traceback
@@ -169,6 +176,58 @@ def run_in_context(
         ) from error
     result: T = call.result
     return result
+
+
+def _wait_for(call: _Call, ctx: AioContext, own: list[AioContext], limit: float | None) -> None:
+    """Wait until *call* is done, polling *own* meanwhile; raise on timeout or close."""
+    fn = call.fn
+    deadline = None if limit is None else monotonic() + limit
+    done = call.done
+    guard = own[0].timer_new_ns(Clock.REALTIME, _noop) if len(own) == 1 else None
+
+    def wait_once(seconds: float) -> bool:
+        if guard is not None:
+            # The one context this thread is polling: poll it nested until the
+            # call's end notifies it, or the guard's next close check.
+            if not done.is_set():
+                guard.mod_ns(clock_get_ns(Clock.REALTIME) + int(seconds * 1e9))
+                own[0].poll(True)
+            return done.is_set()
+        for c in own:  # several (nested in one another): take turns
+            c.poll(False)
+        return done.wait(min(seconds, _TURN_S) if own else seconds)
+
+    try:
+        while True:
+            wait = (
+                _CLOSE_CHECK_S if deadline is None else min(_CLOSE_CHECK_S, deadline - monotonic())
+            )
+            if wait_once(max(wait, 0.0)):
+                return
+            timed_out = deadline is not None and monotonic() >= deadline
+            if not (timed_out or ctx.closed):
+                continue
+            with call.lock:
+                state = call.state
+                if state == _PENDING:
+                    call.state = _ABANDONED
+            if state == _PENDING:
+                if timed_out:
+                    raise TimeoutError(
+                        f"run_in_context(): {fn!r} did not start within {limit} s "
+                        "(is the context's home thread polling?); it will not run"
+                    )
+                raise RuntimeError(f"run_in_context(): the context closed before {fn!r} ran")
+            if state == _DONE:
+                return
+            if timed_out:  # running: cannot be stopped
+                raise TimeoutError(
+                    f"run_in_context(): {fn!r} is still running after {limit} s; "
+                    "its result will be discarded"
+                )
+    finally:
+        if guard is not None:
+            guard.delete()
 
 
 def _noop(_: object) -> None:

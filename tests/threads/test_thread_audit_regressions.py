@@ -498,3 +498,58 @@ def test_a_schedule_racing_the_pass_that_takes_the_bh_is_not_lost(
             ctx.poll(False)
         assert runs == [1, 1], "the second schedule() never ran"
         assert not bh.scheduled
+
+
+def test_run_in_context_from_a_callback_polls_the_callers_context(
+    registry: aiocore.PluginRegistry,
+) -> None:
+    """A asks B, whose function asks A: A's thread was blocked on an Event
+    inside its own callback, so A's loop never ran the call back: both
+    waited until the timeout (for ever without one)."""
+    a = IOThread(name="A", registry=registry).start()
+    b = IOThread(name="B", registry=registry).start()
+    try:
+
+        def where() -> str:
+            return threading.current_thread().name
+
+        def in_b() -> str:
+            return aiocore.run_in_context(a.ctx, where, timeout=10)
+
+        def in_a() -> tuple[str, str]:
+            return where(), aiocore.run_in_context(b.ctx, in_b, timeout=10)
+
+        assert aiocore.run_in_context(a.ctx, in_a, timeout=20) == ("A", "A")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_run_in_context_polls_every_context_the_caller_is_inside(
+    registry: aiocore.PluginRegistry,
+) -> None:
+    """Two contexts of this thread polling (one nested in a callback of the
+    other): the call back into the outer one is served too."""
+    b = IOThread(name="B", registry=registry).start()
+    outer = AioContext(backend="poll", registry=registry)
+    inner = AioContext(backend="poll", registry=registry)
+    results: list[str] = []
+    try:
+
+        def in_b() -> str:
+            return aiocore.run_in_context(outer, lambda: "outer served", timeout=10)
+
+        def inner_cb(_o: object) -> None:
+            results.append(aiocore.run_in_context(b.ctx, in_b, timeout=10))
+
+        def outer_cb(_o: object) -> None:
+            inner.bh_schedule_oneshot(inner_cb)
+            inner.poll(False)
+
+        outer.bh_schedule_oneshot(outer_cb)
+        outer.poll(False)
+        assert results == ["outer served"]
+    finally:
+        b.stop()
+        inner.close()
+        outer.close()
