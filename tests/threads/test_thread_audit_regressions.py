@@ -553,3 +553,20 @@ def test_run_in_context_polls_every_context_the_caller_is_inside(
         b.stop()
         inner.close()
         outer.close()
+
+
+def test_the_signals_example_in_the_threads_page_wakes_the_main_thread() -> None:
+    """A SIGINT raised in another thread reaches a main thread in poll(True).
+
+    Run in a child process: it takes the process's wake-up fd and SIGINT.
+    Without the wake-up fd the main thread would sleep on (the child is
+    killed by the timeout and the test fails).
+    """
+    import subprocess
+
+    code = _doc_example("Signals")
+    assert "signal.set_wakeup_fd" in code
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout == "interrupted\n"
