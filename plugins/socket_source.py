@@ -72,9 +72,13 @@ to hand data over from another thread, use a BH or ``ctx.sources.notifier``.
   ``POLLHUP``/``POLLERR`` run the read callback, whose ``recv`` finds out
   which.  With neither read nor write interest the fd is not registered at
   all, and such a condition is noticed at the next read or write.
-* Datagram sockets keep message boundaries; a connected UDP socket receives
-  ``ECONNREFUSED`` for an ICMP "port unreachable" as an error on its next
-  receive, which is reported to ``on_error`` and is not fatal.
+* Datagram sockets keep message boundaries.  A Unix-domain datagram can be
+  longer than the shared buffer (up to the sender's ``SO_SNDBUF``), and
+  ``recv`` would cut it silently: its length is peeked first (``MSG_PEEK |
+  MSG_TRUNC`` returns the whole length on Linux) so it arrives whole.  A
+  connected UDP socket receives ``ECONNREFUSED`` for an ICMP "port
+  unreachable" as an error on its next receive, which is reported to
+  ``on_error`` and is not fatal.
 * Handlers are always removed before their socket is closed (epoll forgets
   closed fds silently; see the ``epoll`` backend's essay).
 """
@@ -118,6 +122,12 @@ DEFAULT_ACCEPT_BATCH: Final = 32
 DEFAULT_DATAGRAM_BATCH: Final = 32
 #: How long accepting pauses after EMFILE and friends.
 ACCEPT_RETRY_MS: Final = 100
+#: ``recv`` flags that ask the length of the next datagram without taking it
+#: (Linux: ``MSG_TRUNC`` makes ``recv`` return the whole length).  A module
+#: global, read per call, so that a test can take ``MSG_TRUNC`` away.
+#: Plain ints: ``&`` on a ``socket.MsgFlag`` goes through ``enum`` (~1 us).
+_MSG_TRUNC: Final = int(getattr(socket, "MSG_TRUNC", 0))
+_PEEK_LENGTH: int = int(socket.MSG_PEEK) | _MSG_TRUNC
 
 _ACCEPT_RESOURCE_ERRORS: Final = frozenset(
     (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -1007,6 +1017,7 @@ class Datagram:
         "_family",
         "_on_datagram",
         "_on_error",
+        "_peek",
         "_queue",
         "_rbuf",
         "_recvfrom_into",
@@ -1014,6 +1025,7 @@ class Datagram:
         "_rview",
         "_sock",
         "_source",
+        "_unix",
         "fd",
         "received",
         "sent",
@@ -1035,6 +1047,10 @@ class Datagram:
         self._recvfrom_into = sock.recvfrom_into
         self._rbuf = source._rbuf
         self._rview = source._rview
+        self._peek = source._peek
+        # A Unix-domain datagram can outgrow the shared buffer (its bound is
+        # the sender's SO_SNDBUF); a UDP payload (65,527 bytes at most) cannot.
+        self._unix = sock.family not in _FAMILY_NAMES
         self._on_datagram = on_datagram
         self._on_error = on_error
         self._batch = batch
@@ -1086,6 +1102,9 @@ class Datagram:
         cb(exc)
 
     def _on_readable(self, _opaque: object) -> None:
+        if self._unix:
+            self._read_unix()
+            return
         recvfrom_into = self._recvfrom_into
         buf = self._rbuf
         view = self._rview
@@ -1099,6 +1118,54 @@ class Datagram:
                 return
             self.received += 1
             self._on_datagram(bytes(view[:n]), addr)
+            if self.closed:
+                return
+
+    def _read_unix(self) -> None:
+        """Receive Unix-domain datagrams whole, however long.
+
+        The next datagram's length is peeked first (``MSG_PEEK | MSG_TRUNC``:
+        one more system call per datagram): one that fits is received into
+        the shared buffer, a longer one into a buffer of its own size.  A
+        kernel that does not say the length answers 0 or 1; then the receive
+        checks ``MSG_TRUNC`` itself, and a datagram the kernel cut to the
+        shared buffer is reported to ``on_error`` as ``EMSGSIZE``, never
+        delivered cut.
+        """
+        sock = self._sock
+        recvfrom_into = self._recvfrom_into
+        peek = self._peek
+        buf = self._rbuf
+        view = self._rview
+        room = len(buf)
+        for _ in range(self._batch):
+            flags = 0
+            try:
+                n = sock.recv_into(peek, 1, _PEEK_LENGTH)
+                if n > room:
+                    data, _anc, flags, addr = sock.recvmsg(n)
+                else:
+                    if n > 1:  # the kernel said the length: it fits
+                        n, addr = recvfrom_into(buf)
+                    else:  # 0 or 1 byte, or a kernel that does not say
+                        n, _anc, flags, addr = sock.recvmsg_into((buf,))
+                    data = view[:n].tobytes()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._error(exc)
+                return
+            if flags & _MSG_TRUNC:
+                self._error(
+                    OSError(
+                        errno.EMSGSIZE,
+                        f"a Unix-domain datagram longer than the {max(n, room)}-byte receive "
+                        "buffer was cut by the kernel and dropped",
+                    )
+                )
+            else:
+                self.received += 1
+                self._on_datagram(data, addr)
             if self.closed:
                 return
 
@@ -1207,6 +1274,7 @@ class SocketSource:
         self._ctx = ctx
         self._rbuf = bytearray(RECV_BUFFER_SIZE)
         self._rview = memoryview(self._rbuf)
+        self._peek = bytearray(1)
         self._live: dict[Any, None] = {}
 
     def __repr__(self) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import random
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiocore_plugins.socket_source import Datagram, StreamClosed
+from aiocore_plugins import socket_source
+from aiocore_plugins.socket_source import RECV_BUFFER_SIZE, Datagram, StreamClosed
 
 from aiocore import EVENT_OUT, AioContext
 
@@ -314,3 +317,86 @@ def test_flush_drops_a_datagram_sendto_refuses_reports_it_once_and_goes_on(
         d.close()
     finally:
         receiver.close()
+
+
+# -- Unix-domain datagrams longer than the shared receive buffer ---------------------
+
+
+def _big_sender(want: int) -> socket.socket:
+    """An unbound Unix datagram socket that can send *want* bytes at once, or a skip."""
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * want)
+    # Linux refuses a datagram above SO_SNDBUF - 32; SO_SNDBUF is capped by wmem_max.
+    room = sender.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 1024
+    if room < want:
+        sender.close()
+        pytest.skip(f"a Unix datagram of {want} bytes does not fit SO_SNDBUF here ({room})")
+    return sender
+
+
+def _wait_for_one_more(ctx: AioContext, before: int, got: list[Any], errors: list[Any]) -> None:
+    run_until(ctx, lambda: len(got) + len(errors) > before, timeout=10, max_polls=1000)
+
+
+def test_unix_datagram_longer_than_the_buffer_arrives_whole(
+    no_fd_leak: None, ctx: AioContext, tmp_path: Path
+) -> None:
+    """Every Unix datagram is delivered whole and once, in order, whatever its size
+    (one over 256 KiB used to be cut to 256 KiB without a word)."""
+    rng = random.Random(4)
+    sizes = [10, RECV_BUFFER_SIZE + 44 * 1024, RECV_BUFFER_SIZE, RECV_BUFFER_SIZE + 1, 0, 1, 7]
+    sent = [rng.randbytes(n) for n in sizes]
+    got: list[tuple[bytes, Any]] = []
+    errors: list[OSError] = []
+    path = str(tmp_path / "big.sock")
+    d = ctx.sources.socket.datagram(
+        lambda data, addr: got.append((data, addr)), local_address=path, on_error=errors.append
+    )
+    sender = _big_sender(max(sizes))
+    try:
+        d.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * max(sizes))
+        sender.settimeout(10)
+        for item in sent:  # one at a time: the kernel charges the sender until read
+            before = len(got) + len(errors)
+            sender.sendto(item, path)
+            _wait_for_one_more(ctx, before, got, errors)
+        poll_for(ctx, 0.01)
+        assert errors == []
+        assert [len(g[0]) for g in got] == sizes
+        assert [g[0] for g in got] == sent
+        assert d.received == len(sent)
+    finally:
+        sender.close()
+        d.close()
+
+
+def test_unix_datagram_cut_by_a_kernel_that_hides_the_length_is_reported(
+    no_fd_leak: None, ctx: AioContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where recv cannot peek the length (no MSG_TRUNC), a datagram the kernel cuts
+    is reported as EMSGSIZE, never delivered cut; the next ones still arrive."""
+    monkeypatch.setattr(socket_source, "_PEEK_LENGTH", int(socket.MSG_PEEK))
+    got: list[bytes] = []
+    errors: list[OSError] = []
+    path = str(tmp_path / "big.sock")
+    d = ctx.sources.socket.datagram(
+        lambda data, _a: got.append(data), local_address=path, on_error=errors.append
+    )
+    big = RECV_BUFFER_SIZE + 1000
+    sender = _big_sender(big)
+    try:
+        d.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * big)
+        sender.settimeout(10)
+        for item in (b"before", b"x" * big, b"after"):
+            before = len(got) + len(errors)
+            sender.sendto(item, path)
+            _wait_for_one_more(ctx, before, got, errors)
+        poll_for(ctx, 0.01)
+        assert got == [b"before", b"after"]
+        assert len(errors) == 1
+        assert errors[0].errno == errno.EMSGSIZE
+        assert f"longer than the {RECV_BUFFER_SIZE}-byte receive buffer" in str(errors[0])
+        assert d.received == 2
+    finally:
+        sender.close()
+        d.close()
