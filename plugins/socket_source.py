@@ -662,12 +662,19 @@ class Stream:
         self._eof = True
         self._update()
         cb = self._on_eof
-        if cb is not None:
-            cb()
-            if self._state == _OPEN and self._write_shut:
-                self._finish(None, False)  # both directions are finished
-        else:
+        if cb is None:
             self.close()
+            return
+        try:
+            cb()
+        except BaseException:
+            # The stream carries on: what follows the callback still happens,
+            # with on_close from a BH, so the callback's error leaves alone.
+            if self._state == _OPEN and self._write_shut:
+                self._finish(None, True)
+            raise
+        if self._state == _OPEN and self._write_shut:
+            self._finish(None, False)  # both directions are finished
 
     def _connected(self) -> None:
         sock = self._sock
@@ -692,12 +699,21 @@ class Stream:
         self._update()
         cb = self._on_connect
         if cb is not None and not self._closing:
-            cb()
+            try:
+                cb()
+            except BaseException:
+                # As in _got_eof: the follow-up still happens, on_close from a BH.
+                self._after_connect(True)
+                raise
+        self._after_connect(False)
+
+    def _after_connect(self, deferred: bool) -> None:
+        """Carry out a close() or write_eof() that came while connecting."""
         if self._state == _OPEN and not self._wbuf:
             if self._closing:
-                self._finish(None, False)
+                self._finish(None, deferred)
             elif self._eof_pending and not self._write_shut:
-                self._shutdown_write(False)
+                self._shutdown_write(deferred)
 
     def _shutdown_write(self, deferred: bool) -> None:
         try:

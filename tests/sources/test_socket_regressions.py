@@ -1,7 +1,10 @@
-"""Regression tests for the ``socket`` source's connect path, on every backend.
+"""Regression tests for the ``socket`` source's streams, on every backend.
 
 Each test fails on the defect it names: ``on_connect()`` for a connection
-that does not exist, or ``on_connect()`` after ``close()``.
+that does not exist, ``on_connect()`` after ``close()``, or a raising
+``on_eof()``/``on_connect()`` that made the stream skip the work that follows
+it (closing once both directions are done, a half-close asked for while
+connecting).
 """
 
 from __future__ import annotations
@@ -133,4 +136,84 @@ def test_close_while_connecting_does_not_run_on_connect(
     assert rec.closes == [None]
     assert bytes(got.data) == buffered
     assert got.closes == [None]
+    srv.close()
+
+
+class _Boom(Exception):
+    pass
+
+
+def test_raising_on_eof_still_closes_a_stream_whose_both_directions_are_done(
+    no_fd_leak: None, ctx: AioContext
+) -> None:
+    """write_eof(), then the peer's EOF: the stream closes itself even though
+    on_eof() raised (it used to stay open, unregistered, until ctx.close())."""
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, e: errors.append(e))
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    rec = Record()
+
+    def on_eof() -> None:
+        rec.on_eof()
+        raise _Boom("bug in on_eof")
+
+    try:
+        s = ctx.sources.socket.stream(a, rec.on_data, on_eof=on_eof, on_close=rec.on_close)
+        s.write_eof()
+        assert b.recv(10) == b""  # our write side is shut
+        b.shutdown(socket.SHUT_WR)
+        run_until(ctx, lambda: bool(rec.closes), timeout=5)
+        poll_for(ctx, 0.02)
+        assert rec.eofs == 1
+        assert [type(e) for e in errors] == [_Boom]  # reported once
+        assert rec.closes == [None]
+        assert s.closed and s.fd not in ctx.handler_fds()
+        assert socket_source.Stream not in {type(o) for o in ctx.sources.socket.open_objects}
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("buffered", [b"", b"written before connecting"])
+def test_raising_on_connect_still_carries_out_a_write_eof_made_while_connecting(
+    no_fd_leak: None, ctx: AioContext, buffered: bytes
+) -> None:
+    """write_eof() before the connect completes, and on_connect() raises: the
+    write side is still shut once connected, so the peer reads end of file
+    (with nothing buffered it was never shut: the peer waited forever)."""
+    errors: list[BaseException] = []
+    ctx.set_exception_handler(lambda _c, e: errors.append(e))
+    accepted: list[Stream] = []
+    got = Record()
+
+    def on_connection(stream: Stream) -> None:
+        def on_eof() -> None:
+            got.on_eof()
+            stream.close()
+
+        stream.start(got.on_data, on_eof=on_eof, on_close=got.on_close)
+        accepted.append(stream)
+
+    srv = ctx.sources.socket.listen(LOOPBACK, on_connection)
+    rec = Record()
+
+    def on_connect() -> None:
+        rec.on_connect()
+        raise _Boom("bug in on_connect")
+
+    s = ctx.sources.socket.connect(
+        srv.address, rec.on_data, on_connect=on_connect, on_close=rec.on_close
+    )
+    assert not s.connected
+    if buffered:
+        s.write(buffered)
+    s.write_eof()
+    run_until(ctx, lambda: got.eofs == 1 and bool(rec.closes), timeout=5)
+    poll_for(ctx, 0.02)
+    assert rec.connects == 1
+    assert [type(e) for e in errors] == [_Boom]  # reported once
+    assert bytes(got.data) == buffered
+    assert got.eofs == 1 and got.closes == [None]
+    assert rec.closes == [None]  # the server closed after our EOF; so did we
+    assert s.closed
     srv.close()
