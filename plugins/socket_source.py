@@ -174,6 +174,14 @@ def _check_count(value: object, argname: str, minimum: int) -> int:
     return value
 
 
+def _check_bool(value: object, argname: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{argname} must be a bool (True or False), got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def _check_limits(high: object, low: object) -> tuple[int, int]:
     hi = DEFAULT_HIGH_WATER if high is None else _check_count(high, "high_water", 0)
     if low is None:
@@ -352,19 +360,31 @@ def _unlink_if_ours(bound: tuple[str, int] | None) -> None:
         pass
 
 
-def _as_bytes_like(data: object) -> Any:
-    """Return *data* as something ``send`` and ``bytearray +=`` take, sized in bytes."""
-    if isinstance(data, memoryview):
-        return data if data.format == "B" and data.ndim == 1 else data.cast("B")
+def _as_bytes_like(data: object) -> memoryview:
+    """Return *data* as something ``send`` and ``bytearray +=`` take, sized in bytes.
+
+    A buffer that is not C-contiguous (``memoryview(b)[::2]``, a strided array)
+    is copied, its bytes in logical order, as ``bytes(view)`` would give them:
+    ``send`` and ``bytearray +=`` take only contiguous buffers.
+    """
     if isinstance(data, str):
         raise TypeError("data must be a bytes-like object, got str (encode it first)")
+    if isinstance(data, memoryview):
+        view = data
+    else:
+        try:
+            view = memoryview(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"data must be a bytes-like object (bytes, bytearray, memoryview), got "
+                f"{type(data).__name__}"
+            ) from None
     try:
-        return memoryview(data).cast("B")  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(
-            f"data must be a bytes-like object (bytes, bytearray, memoryview), got "
-            f"{type(data).__name__}"
-        ) from None
+        if view.c_contiguous:
+            return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+        return memoryview(view.tobytes())
+    except ValueError as exc:  # a released memoryview
+        raise ValueError(f"data: {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -737,6 +757,10 @@ class Stream:
         :raises StreamClosed: the stream is closed, closing, or its write side
             was shut down by :meth:`write_eof`.
         :raises TypeError: *data* is not bytes-like.
+        :raises ValueError: *data* is a released memoryview.
+
+        A buffer that is not contiguous (``memoryview(b)[::2]``) is accepted
+        and copied, its bytes in the order ``bytes(data)`` gives them.
         """
         if self._writes_direct:
             # The hot path: nothing queued, so try the kernel first.
@@ -1326,8 +1350,7 @@ class SocketSource:
         _check_callback(on_connection, "on_connection")
         _check_count(backlog, "backlog", 0)
         _check_count(accept_batch, "accept_batch", 1)
-        if not isinstance(reuse_address, bool):
-            raise TypeError(f"reuse_address must be a bool, got {reuse_address!r}")
+        _check_bool(reuse_address, "reuse_address")
         high, low = _check_limits(high_water, low_water)
         if isinstance(address, socket.socket):
             sock = _check_socket(address, "address", socket.SOCK_STREAM)
@@ -1467,6 +1490,7 @@ class SocketSource:
         _check_callback(on_datagram, "on_datagram")
         _check_callback(on_error, "on_error", optional=True)
         _check_count(batch, "batch", 1)
+        _check_bool(reuse_address, "reuse_address")
         if local_address is None and remote_address is None:
             raise ValueError("datagram() needs local_address, remote_address, or both")
         local = remote = None

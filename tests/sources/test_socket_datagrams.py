@@ -160,6 +160,23 @@ def test_bad_send_inputs(no_fd_leak: None, ctx: AioContext) -> None:
     d.close()
 
 
+def test_send_copies_a_buffer_that_is_not_contiguous(no_fd_leak: None, ctx: AioContext) -> None:
+    got: list[bytes] = []
+    source = ctx.sources.socket
+    rx = source.datagram(lambda data, _a: got.append(data), local_address=("127.0.0.1", 0))
+    tx = source.datagram(lambda _d, _a: None, remote_address=rx.address)
+    tx.send(memoryview(b"abcdef")[::2])
+    run_until(ctx, lambda: bool(got))
+    assert got == [b"ace"]
+    view = memoryview(b"gone")
+    view.release()
+    with pytest.raises(ValueError, match="data: operation forbidden on released memoryview"):
+        tx.send(view)
+    assert tx.queued == 0 and tx.sent == 1
+    tx.close()
+    rx.close()
+
+
 # -- send(): the address must suit the socket; the queue never stalls ---------------
 
 _BAD_IP_ADDRESSES: list[tuple[str, Any, type[Exception], str]] = [

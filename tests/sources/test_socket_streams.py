@@ -8,6 +8,7 @@ by :func:`run_until`.
 
 from __future__ import annotations
 
+import array
 import os
 import random
 import socket
@@ -832,6 +833,18 @@ BAD_CALLS: list[tuple[str, Callable[[SocketSource], Any], type[Exception], str]]
         "batch must be >= 1, got 0",
     ),
     (
+        "datagram reuse_address",
+        lambda s: s.datagram(print, local_address=LOOPBACK, reuse_address="no"),
+        TypeError,
+        r"reuse_address must be a bool \(True or False\), got str 'no'",
+    ),
+    (
+        "listen reuse_address",
+        lambda s: s.listen(LOOPBACK, print, reuse_address=1),
+        TypeError,
+        r"reuse_address must be a bool \(True or False\), got int 1",
+    ),
+    (
         "families",
         lambda s: s.datagram(print, local_address=LOOPBACK, remote_address="/x"),
         ValueError,
@@ -880,6 +893,44 @@ def test_bad_write_inputs(no_fd_leak: None, ctx: AioContext) -> None:
     assert s.write_buffer_size == 0
     s.abort()
     b.close()
+
+
+def test_write_copies_a_buffer_that_is_not_contiguous(no_fd_leak: None, ctx: AioContext) -> None:
+    """A strided memoryview is written as bytes(view) gives it (it raised BufferError)."""
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    try:
+        s = ctx.sources.socket.stream(a, print)
+        items: list[Any] = [
+            memoryview(b"abcdef")[::2],
+            memoryview(array.array("H", [1, 2, 3, 4]))[::2],
+            memoryview(bytearray(b"0123456789"))[::-3],
+        ]
+        expected = b"".join(bytes(m) for m in items)
+        assert s.write(items[0])
+        assert s.writelines(items[1:])
+        s.write_eof()
+        got = bytearray()
+        while chunk := b.recv(100):
+            got += chunk
+        assert got == expected
+        s.abort()
+    finally:
+        b.close()
+
+
+def test_write_refuses_a_released_memoryview_by_name(no_fd_leak: None, ctx: AioContext) -> None:
+    a, b = socket.socketpair()
+    try:
+        s = ctx.sources.socket.stream(a, print)
+        view = memoryview(b"gone")
+        view.release()
+        with pytest.raises(ValueError, match="data: operation forbidden on released memoryview"):
+            s.write(view)
+        assert s.write_buffer_size == 0
+        s.abort()
+    finally:
+        b.close()
 
 
 def test_methods_after_context_close_raise(backend: str, registry: Any) -> None:
