@@ -70,8 +70,12 @@ to hand data over from another thread, use a BH or ``ctx.sources.notifier``.
 * ``recv`` returning 0 bytes is end of file; a reset peer (``SO_LINGER`` 0)
   makes it raise ``ECONNRESET``, and a write to it ``EPIPE`` or ``ECONNRESET``.
   ``POLLHUP``/``POLLERR`` run the read callback, whose ``recv`` finds out
-  which.  With neither read nor write interest the fd is not registered at
-  all, and such a condition is noticed at the next read or write.
+  which; on a stream that only writes (reading paused, at end of file, or
+  closing with bytes buffered) the context hands a hang-up to the write
+  callback instead, whose ``send`` fails with ``EPIPE``: ``on_close`` gets
+  the ``BrokenPipeError``.  With neither read nor write interest the fd is
+  not registered at all, and such a condition is noticed at the next read
+  or write.
 * Datagram sockets keep message boundaries.  A Unix-domain datagram can be
   longer than the shared buffer (up to the sender's ``SO_SNDBUF``), and
   ``recv`` would cut it silently: its length is peeked first (``MSG_PEEK |

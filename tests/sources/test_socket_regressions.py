@@ -217,3 +217,36 @@ def test_raising_on_connect_still_carries_out_a_write_eof_made_while_connecting(
     assert rec.closes == [None]  # the server closed after our EOF; so did we
     assert s.closed
     srv.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix-domain sockets here")
+@pytest.mark.parametrize("how", ["reading paused", "closing"])
+def test_write_only_stream_hears_a_peer_hang_up(
+    no_fd_leak: None, ctx: AioContext, how: str
+) -> None:
+    """A stream with only write interest (reading paused, or close() waiting
+    for the buffer to drain) whose Unix-domain peer does shutdown(SHUT_RDWR):
+    the fd reports HUP without OUT.  HUP used to run only io_read, which such
+    a stream does not register: the stream never closed and the loop spun.
+    The core now hands that HUP to io_write; the send fails with EPIPE and
+    the stream reports it once through on_close."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        rec = Record()
+        s = ctx.sources.socket.stream(a, rec.on_data, on_close=rec.on_close)
+        if how == "reading paused":
+            s.pause_reading()
+        for _ in range(100):  # until the kernel's buffers are full
+            if not s.write(b"x" * 65536):
+                break
+        assert s.write_buffer_size > 0
+        poll_for(ctx, 0.02)
+        b.shutdown(socket.SHUT_RDWR)  # our unread bytes stay in b: no POLLOUT
+        run_until(ctx, lambda: bool(rec.closes), timeout=5)
+        poll_for(ctx, 0.02)
+        assert len(rec.closes) == 1
+        assert isinstance(rec.closes[0], BrokenPipeError)
+        assert s.closed and s.fd not in ctx.handler_fds()
+        assert s.write_buffer_size == 0
+    finally:
+        b.close()
