@@ -65,7 +65,7 @@ def test_demo_echo_serves_and_stops(backend: str, registry: PluginRegistry) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate(timeout=20)  # reaps it and closes its pipes, also after a failure
 
 
 def test_demo_stops_on_sigterm() -> None:
@@ -78,7 +78,7 @@ def test_demo_stops_on_sigterm() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate(timeout=20)  # reaps it and closes its pipes, also after a failure
 
 
 def test_demo_ipv6(registry: PluginRegistry) -> None:
@@ -100,7 +100,7 @@ def test_demo_ipv6(registry: PluginRegistry) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate(timeout=20)  # reaps it and closes its pipes, also after a failure
 
 
 def test_demo_bad_arguments() -> None:
