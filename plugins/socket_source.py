@@ -814,10 +814,33 @@ class Stream:
         return True
 
     def writelines(self, chunks: Any) -> bool:
-        """:meth:`write` each chunk in order; return the last result."""
+        """:meth:`write` each chunk in order; return the last result.
+
+        Every chunk is checked before any is written, so a bad one
+        (``TypeError``/``ValueError`` naming ``chunks[i]``) writes nothing.
+        A send error met on the way ends the stream as in :meth:`write`
+        (``on_close(exc)`` follows); the chunks after it are dropped with it
+        and ``False`` is returned.
+        """
+        try:
+            items = list(chunks)
+        except TypeError:
+            raise TypeError(
+                "chunks must be an iterable of bytes-like objects, got "
+                f"{type(chunks).__name__} {chunks!r}"
+            ) from None
+        for i, chunk in enumerate(items):
+            tp = type(chunk)
+            if tp is not bytes and tp is not bytearray:
+                try:
+                    items[i] = _as_bytes_like(chunk)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"chunks[{i}]: {exc}") from None
         ok = True
-        for chunk in chunks:
+        for chunk in items:
             ok = self.write(chunk)
+            if self._state == _CLOSED:
+                return False
         return ok
 
     def write_eof(self) -> None:

@@ -933,6 +933,53 @@ def test_write_refuses_a_released_memoryview_by_name(no_fd_leak: None, ctx: AioC
         b.close()
 
 
+def test_writelines_checks_every_chunk_before_writing_any(
+    no_fd_leak: None, ctx: AioContext
+) -> None:
+    """A bad chunk used to raise after the chunks before it were sent."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    try:
+        s = ctx.sources.socket.stream(a, print)
+        with pytest.raises(TypeError, match=r"chunks\[1\]: data must be a bytes-like .* got str"):
+            s.writelines([b"sent?", "text", b"more"])
+        released = memoryview(b"gone")
+        released.release()
+        with pytest.raises(ValueError, match=r"chunks\[2\]: data: operation forbidden on rel"):
+            s.writelines([b"a", memoryview(b"b"), released])
+        with pytest.raises(
+            TypeError, match="chunks must be an iterable of bytes-like objects, got int"
+        ):
+            s.writelines(5)
+        assert s.write_buffer_size == 0
+        with pytest.raises(BlockingIOError):
+            b.recv(100)  # nothing was sent
+        assert s.writelines(iter([b"one ", memoryview(b"two")[::1], bytearray(b" three")]))
+        b.settimeout(5)
+        assert b.recv(100) == b"one two three"
+        s.abort()
+    finally:
+        b.close()
+
+
+def test_writelines_stops_at_a_send_error_without_raising(
+    no_fd_leak: None, ctx: AioContext
+) -> None:
+    """A send error ends the stream through on_close, as write() does; the
+    chunks after it used to raise StreamClosed from inside writelines()."""
+    a, b = socket.socketpair()
+    b.close()  # the first send fails with EPIPE
+    rec = Record()
+    s = ctx.sources.socket.stream(a, rec.on_data, on_close=rec.on_close)
+    assert s.writelines([b"first", b"second", b"third"]) is False
+    assert s.closed
+    assert rec.closes == []  # reported from a BH, not inside the call
+    run_until(ctx, lambda: bool(rec.closes))
+    poll_for(ctx, 0.02)
+    assert len(rec.closes) == 1
+    assert isinstance(rec.closes[0], BrokenPipeError)
+
+
 def test_methods_after_context_close_raise(backend: str, registry: Any) -> None:
     ctx = AioContext(backend=backend, registry=registry)
     source = ctx.sources.socket
