@@ -1,7 +1,9 @@
 """pytest fixtures and conformance tests for aiocore plugins (backends and sources).
 
-An outside plugin runs the same kind of checks the core runs on its
-built-ins.  In the plugin's ``conftest.py`` (or a test module)::
+An outside plugin runs a portable subset of the checks the core runs on its
+built-ins.  Importing this module needs pytest (it is a pytest plugin; aiocore
+itself does not depend on pytest).  In the plugin's ``conftest.py`` (or a
+test module)::
 
     pytest_plugins = ["aiocore.testing"]
 
@@ -44,36 +46,60 @@ Subclass one in a test module; pytest collects the inherited tests::
 
 :class:`BackendConformance` checks the rules of :mod:`aiocore.backend`
 through a context: readiness, level-triggering, a change of event mask,
-removal, and an fd closed while registered (no crash, no busy loop, reported
-at most once).  :class:`SourceConformance` checks the source contract of
-:func:`aiocore.hookspec.aiocore_register_sources` on every backend: the
-source is registered and made once per context, what it makes registers
-handlers and releases them and its fds when closed, and everything is closed
-with the context with no fd left open.  The fds are compared right after
-``close_handle()`` or ``ctx.close()``, while the test still holds every
+removal and re-adding, an fd that is no longer watched after its removal,
+hang-ups and errors reaching the handlers (a pipe, a socket, a write-only
+handler), a blocking poll that sleeps until its deadline or its wake-up
+(sub-millisecond timeouts included), many fds, a change made from another
+thread, an fd closed while registered (reported exactly once, no busy loop),
+and ``close()`` releasing every fd.  :class:`SourceConformance` checks the
+source contract of :func:`aiocore.hookspec.aiocore_register_sources` on every
+backend: the source is registered and made once per context, what it makes
+registers handlers and releases them and its fds when closed, and everything
+is closed with the context with no fd left open.  The fds are compared right
+after ``close_handle()`` or ``ctx.close()``, while the test still holds every
 handle, so a source whose ``close()`` forgets something fails even if a
 finalizer (``socket.__del__``, ``EventNotifier.__del__``) would close it
-later; a ``ResourceWarning`` inside these tests fails them too.  Every wait
-in these tests is bounded by a guard timer, so a broken plugin fails them
-instead of hanging them.
+later; a ``ResourceWarning`` inside these tests fails them too.
+
+No test asserts a duration: a busy loop is found by counting the backend's
+``wait()`` calls.  Every test of the two classes runs under a watchdog, a
+thread that, ``deadline_s`` seconds after the test started (5; a class
+attribute), or one second into a ``poll(False)``, fails it with a message and
+wakes its contexts again and again (a ``notify()`` and a write to the
+context's notifier): a backend that ignores its timeout fails the test
+instead of hanging it.  :func:`run_until` has the
+same watchdog.  Only a ``wait()`` that ignores readiness too cannot be
+interrupted from Python; use pytest-timeout against that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from . import SCALE_MS, AioContext, Clock, PluginRegistry, PluginWarning, clock_get_ns
+from . import (
+    EVENT_ERR,
+    EVENT_HUP,
+    EVENT_OUT,
+    SCALE_MS,
+    AioContext,
+    Clock,
+    PluginRegistry,
+    PluginWarning,
+    clock_get_ns,
+)
 
 __all__ = [
     "BackendConformance",
@@ -154,6 +180,110 @@ def _no_finalizer_closes(what: str) -> Iterator[None]:
     )
 
 
+def _kick(ctx: AioContext) -> None:
+    """Make *ctx*'s backend report its notifier readable, whatever poll() is doing.
+
+    ``notify()`` alone writes the notifier only while a *blocking* poll is
+    announced; a ``poll(False)`` stuck in a ``wait()`` that ignores its zero
+    timeout is ended only by readiness.  So the notifier is written here too,
+    under the lock that ``close()`` takes before closing it.
+    """
+    try:
+        ctx.notify()
+    except RuntimeError:
+        return  # closed
+    with ctx._kick_lock:
+        if not ctx._closed:
+            ctx._event.set()
+
+
+#: How long a guarded ``poll(False)`` may take before the watchdog ends it:
+#: it only looks (``wait(0)``), so a second means a backend that waits.
+NONBLOCKING_S = 1.0
+
+
+class _Watchdog:
+    """A thread that, after *seconds*, marks itself expired and keeps waking contexts.
+
+    Polls wrapped by :meth:`guard` fail the test once it expired; it expires
+    early when one of them, non-blocking, has not returned within
+    :data:`NONBLOCKING_S`.  It holds the contexts weakly and stops at
+    :meth:`stop`.
+    """
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self.expired = False
+        self.message = ""
+        self._started = time.monotonic()
+        self._nonblocking_since: float | None = None
+        self._contexts: weakref.WeakSet[AioContext] = weakref.WeakSet()
+        self._lock = threading.Lock()  # guards _contexts (added to by the test)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="aiocore.testing watchdog", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            now = time.monotonic()
+            since = self._nonblocking_since
+            if now - self._started >= self.seconds:
+                self.message = (
+                    f"{self.what} did not finish within {self.seconds} s: the watchdog woke "
+                    "its context (a backend whose wait() ignores its timeout, or misses a "
+                    "wake-up, hangs here)"
+                )
+            elif since is not None and now - since >= NONBLOCKING_S:
+                self.message = (
+                    f"{self.what}: poll(False) did not return within {NONBLOCKING_S} s, the "
+                    "watchdog woke its context (wait(0) must only look, not block)"
+                )
+            else:
+                continue
+            self.expired = True
+            break
+        while not self._stop.is_set():
+            with self._lock:
+                contexts = list(self._contexts)
+            for ctx in contexts:
+                _kick(ctx)
+            del contexts
+            self._stop.wait(0.02)
+
+    def watch(self, ctx: AioContext) -> None:
+        with self._lock:
+            self._contexts.add(ctx)
+
+    def guard(self, ctx: AioContext) -> AioContext:
+        """Watch *ctx* and make its ``poll()`` fail the test once the watchdog expired."""
+        self.watch(ctx)
+        real = ctx.poll
+        watchdog = self
+
+        def poll(blocking: bool = True) -> bool:
+            outer = not blocking and watchdog._nonblocking_since is None
+            if outer:
+                watchdog._nonblocking_since = time.monotonic()
+            try:
+                progress = real(blocking)
+            finally:
+                if outer:
+                    watchdog._nonblocking_since = None
+            if watchdog.expired:
+                pytest.fail(watchdog.message)
+            return progress
+
+        ctx.poll = poll  # type: ignore[method-assign]
+        return ctx
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_until(
     ctx: AioContext,
     predicate: Callable[[], bool],
@@ -166,18 +296,39 @@ def run_until(
 
     A guard timer wakes a blocking poll after *guard_ms* at most (it is
     re-armed only once it fired: moving it notifies, which would make every
-    poll return at once), and the loop fails the test after *timeout*
-    seconds: a missing event fails, never hangs.
+    poll return at once), and the loop
+    fails the test after *timeout* seconds: a missing event fails, never hangs.
+    A watchdog thread wakes the context after *timeout* too, so that a
+    backend that ignores the guard's timeout fails the test as well.
     """
     guard = ctx.timer_new_ms(Clock.REALTIME, lambda _o: None)
     deadline = time.monotonic() + timeout
+    watchdog = _Watchdog(timeout, what)
+    watchdog.watch(ctx)
     polls = 0
     try:
         while not predicate():
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or watchdog.expired:
                 pytest.fail(f"{what} not reached within {timeout} s ({polls} polls)")
             if not guard.pending:  # re-arming a pending guard would notify: a busy loop
                 guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + guard_ms)
+            ctx.poll(True)
+            polls += 1
+    finally:
+        watchdog.stop()
+        guard.delete()
+    return polls
+
+
+def _poll_for(ctx: AioContext, seconds: float, *, max_polls: int = 1000) -> int:
+    """Keep polling for *seconds* (to show that nothing more happens); return the polls."""
+    deadline = time.monotonic() + seconds
+    guard = ctx.timer_new_ms(Clock.REALTIME, lambda _o: None)
+    polls = 0
+    try:
+        while time.monotonic() < deadline and polls < max_polls:
+            if not guard.pending:
+                guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + 5)
             ctx.poll(True)
             polls += 1
     finally:
@@ -185,17 +336,106 @@ def run_until(
     return polls
 
 
-def _poll_for(ctx: AioContext, seconds: float) -> None:
-    """Keep polling for *seconds* (to show that nothing more happens)."""
-    deadline = time.monotonic() + seconds
+def _poll_a_few(
+    ctx: AioContext, predicate: Callable[[], bool], *, polls: int = 10, guard_ms: int = 20
+) -> bool:
+    """Poll (blocking, each bounded by a guard timer) at most *polls* times until *predicate*.
+
+    For what the backend must report at once: a backend that never reports it
+    fails after *polls* polls (at most ``polls * guard_ms`` ms), quickly when
+    it spins.
+    """
     guard = ctx.timer_new_ms(Clock.REALTIME, lambda _o: None)
     try:
-        while time.monotonic() < deadline:
+        for _ in range(polls):
+            if predicate():
+                return True
             if not guard.pending:
-                guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + 5)
+                guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + guard_ms)
             ctx.poll(True)
+        return predicate()
     finally:
         guard.delete()
+
+
+class _WaitSpy:
+    """Count the backend's ``wait()`` calls and record their timeouts and reports.
+
+    It wraps ``ctx._backend.wait`` (on the instance: a composite backend that
+    installs its delegate's bound ``wait`` keeps working).
+    """
+
+    def __init__(self, ctx: AioContext) -> None:
+        backend: Any = ctx._backend
+        self._backend = backend
+        self._own = "wait" in vars(backend)
+        self._orig = backend.wait
+        self.timeouts: list[int] = []
+        self.reports: list[list[tuple[int, int]]] = []
+        backend.wait = self._wait
+
+    def _wait(self, timeout_ns: int) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout_ns)
+        events: list[tuple[int, int]] = list(self._orig(timeout_ns))
+        self.reports.append(events)
+        return events
+
+    @property
+    def calls(self) -> int:
+        return len(self.timeouts)
+
+    def reset(self) -> None:
+        self.timeouts.clear()
+        self.reports.clear()
+
+    def reported_mask(self, fd: int) -> int:
+        mask = 0
+        for report in self.reports:
+            for rfd, rmask in report:
+                if rfd == fd:
+                    mask |= rmask
+        return mask
+
+    def restore(self) -> None:
+        if self._own:
+            self._backend.wait = self._orig
+        else:
+            del self._backend.wait
+
+
+def _waits_until_a_timer(ctx: AioContext, spy: _WaitSpy, ms: int, limit: int) -> int:
+    """Arm a REALTIME timer *ms* ahead and ``poll(True)`` until it fired.
+
+    Return the number of ``wait()`` calls that took; stop counting above
+    *limit* (a busy loop).  A backend that sleeps makes one or two.
+    """
+    fired: list[int] = []
+    timer = ctx.timer_new_ms(Clock.REALTIME, lambda _o: fired.append(1))
+    try:
+        timer.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + ms)
+        ctx.poll(False)  # consumes the notifications of what the test set up
+        spy.reset()
+        polls = 0
+        while not fired and spy.calls <= limit and polls <= 10 * limit:
+            ctx.poll(True)
+            polls += 1
+        waits = spy.calls
+        if waits <= limit:
+            assert fired, f"a {ms} ms timer did not fire in {polls} blocking polls"
+        return waits
+    finally:
+        timer.delete()
+
+
+def _fill(sock_or_fd: Any) -> None:
+    """Write into a non-blocking socket or pipe end until it is full (not writable)."""
+    fd = sock_or_fd if isinstance(sock_or_fd, int) else sock_or_fd.fileno()
+    for _ in range(10_000):
+        try:
+            os.write(fd, b"x" * 65536)
+        except BlockingIOError:
+            return
+    raise AssertionError("the buffer never filled")
 
 
 def _default_registry() -> PluginRegistry:
@@ -263,6 +503,28 @@ def no_fd_leak() -> Iterator[None]:
     assert not leaked, f"file descriptors leaked: { {fd: _describe(fd) for fd in leaked} }"
 
 
+class _Kit:
+    """What both conformance classes share: the watchdog of every test."""
+
+    #: Seconds after which the watchdog fails a test of the class and wakes
+    #: its contexts (every test takes a fraction of a second when it passes).
+    deadline_s: ClassVar[float] = DEADLINE_S
+
+    _watchdog: _Watchdog
+
+    @pytest.fixture(autouse=True)
+    def _aiocore_watchdog(self, request: pytest.FixtureRequest) -> Iterator[None]:
+        self._watchdog = _Watchdog(self.deadline_s, request.node.nodeid)
+        try:
+            yield
+        finally:
+            self._watchdog.stop()
+
+    def _guarded(self, ctx: AioContext) -> AioContext:
+        """*ctx*, its ``poll()`` bounded by the test's watchdog."""
+        return self._watchdog.guard(ctx)
+
+
 # ---------------------------------------------------------------------------
 # Backend conformance
 # ---------------------------------------------------------------------------
@@ -281,28 +543,48 @@ class _Pair:
         self.b.close()
 
 
-class BackendConformance:
+def _unregister_all(ctx: AioContext, fds: Sequence[int]) -> None:
+    if ctx.closed:
+        return
+    ctx.set_exception_handler(lambda _c, _e: None)
+    for fd in fds:
+        if fd >= 0 and fd in ctx.handler_fds():
+            ctx.set_fd_handler(fd, None)
+
+
+class BackendConformance(_Kit):
     """The backend rules, checked through a context on :attr:`backend_name`.
 
     Subclass it and set ``backend_name``; an unavailable backend is skipped
-    with its probe's reason.
+    with its probe's reason.  ``deadline_s`` bounds each test (see the
+    module's watchdog).  A rule the backend cannot meet is skipped by
+    overriding its test with a ``pytest.mark.skip`` that gives the reason.
+    What it does not check: signals (``EINTR``),
+    ``need_wait()``, ``maintain()`` and composite backends' switches,
+    options, fds above a backend's limit, regular files, nested polls and
+    poll mode (the core's part, on every backend), and duration (a slow
+    backend that sleeps correctly passes).  aiocore's own suite
+    (``tests/conformance`` in a checkout) checks all of ``SPEC.md``.
     """
 
     #: The backend under test, as users select it.
     backend_name: ClassVar[str] = ""
 
-    @pytest.fixture
-    def backend_ctx(self, aiocore_registry: PluginRegistry) -> Iterator[AioContext]:
+    def _open_ctx(self, registry: PluginRegistry) -> AioContext:
         name = self.backend_name
         if not name:
             pytest.fail(f"{type(self).__name__} must set backend_name")
-        if name not in aiocore_registry.backends:
-            known = ", ".join(sorted(aiocore_registry.backends))
+        if name not in registry.backends:
+            known = ", ".join(sorted(registry.backends))
             pytest.fail(f"backend {name!r} is not registered (known: {known})")
-        reason = aiocore_registry.probe(name)
+        reason = registry.probe(name)
         if reason is not None:
             pytest.skip(f"backend {name!r} unavailable: {reason}")
-        ctx = AioContext(backend=name, registry=aiocore_registry)
+        return self._guarded(AioContext(backend=name, registry=registry))
+
+    @pytest.fixture
+    def backend_ctx(self, aiocore_registry: PluginRegistry) -> Iterator[AioContext]:
+        ctx = self._open_ctx(aiocore_registry)
         try:
             yield ctx
         finally:
@@ -312,12 +594,30 @@ class BackendConformance:
     def pair(self, backend_ctx: AioContext) -> Iterator[_Pair]:
         p = _Pair()
         yield p
-        if not backend_ctx.closed:
-            backend_ctx.set_exception_handler(lambda _c, _e: None)
-            for s in (p.a, p.b):
-                if s.fileno() >= 0 and s.fileno() in backend_ctx.handler_fds():
-                    backend_ctx.set_fd_handler(s, None)
+        _unregister_all(backend_ctx, [p.a.fileno(), p.b.fileno()])
         p.close()
+
+    @pytest.fixture
+    def pipe(self, backend_ctx: AioContext) -> Iterator[list[int]]:
+        # A non-blocking pipe [read end, write end]; a test that closes an end sets it to -1.
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        fds = [r, w]
+        yield fds
+        _unregister_all(backend_ctx, fds)
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    @pytest.fixture
+    def spy(self, backend_ctx: AioContext) -> Iterator[_WaitSpy]:
+        s = _WaitSpy(backend_ctx)
+        yield s
+        if not backend_ctx.closed:
+            s.restore()
+
+    # -- readiness --------------------------------------------------------
 
     def test_backend_is_the_one_asked_for(self, backend_ctx: AioContext) -> None:
         assert backend_ctx.backend_name  # a composite backend may name its mechanism
@@ -347,6 +647,20 @@ class BackendConformance:
         _poll_for(backend_ctx, 0.03)
         assert len(calls) <= n + 1  # at most one report already in flight
 
+    def test_io_write_and_no_progress_without_a_matching_callback(
+        self, backend_ctx: AioContext, pair: _Pair
+    ) -> None:
+        # Writable: io_write runs and is progress.
+        writes: list[int] = []
+        backend_ctx.set_fd_handler(pair.a, None, lambda _o: writes.append(1))
+        assert _poll_a_few(backend_ctx, lambda: bool(writes)), "io_write never ran"
+        # Writable but only io_read asked for: nothing runs, no progress.
+        reads: list[int] = []
+        backend_ctx.set_fd_handler(pair.a, lambda _o: reads.append(1))
+        backend_ctx.poll(False)  # the change's notification
+        assert backend_ctx.poll(False) is False
+        assert reads == []
+
     def test_mask_change(self, backend_ctx: AioContext, pair: _Pair) -> None:
         reads: list[int] = []
         writes: list[int] = []
@@ -360,6 +674,34 @@ class BackendConformance:
         pair.b.send(b"x")
         run_until(backend_ctx, lambda: bool(reads), what="io_read after the mask changed")
 
+    def test_many_fds(self, backend_ctx: AioContext) -> None:
+        """70 fds (past ``auto``'s upgrade): exactly the ready ones run, once each."""
+        pairs = [_Pair() for _ in range(70)]
+        try:
+            got: list[int] = []
+
+            def on_read(i: int) -> None:
+                got.append(i)
+                pairs[i].a.recv(100)
+
+            for i, p in enumerate(pairs):
+                backend_ctx.set_fd_handler(p.a, on_read, opaque=i)
+            backend_ctx.poll(False)
+            ready = set(range(3, 70, 7))
+            for i in ready:
+                pairs[i].b.send(b"x")
+            assert _poll_a_few(backend_ctx, lambda: set(got) >= ready), (
+                f"ready {sorted(ready)}, io_read ran for {sorted(set(got))}"
+            )
+            _poll_for(backend_ctx, 0.01)
+            assert sorted(got) == sorted(ready), "io_read ran for fds that were not ready"
+        finally:
+            _unregister_all(backend_ctx, [p.a.fileno() for p in pairs])
+            for p in pairs:
+                p.close()
+
+    # -- removal -----------------------------------------------------------
+
     def test_removal(self, backend_ctx: AioContext, pair: _Pair) -> None:
         calls: list[int] = []
         backend_ctx.set_fd_handler(pair.a, lambda _o: calls.append(1))
@@ -371,22 +713,186 @@ class BackendConformance:
         _poll_for(backend_ctx, 0.03)
         assert len(calls) == n
 
-    def test_closed_fd_neither_crashes_nor_spins(self, backend_ctx: AioContext) -> None:
-        errors: list[BaseException] = []
-        backend_ctx.set_exception_handler(lambda _c, e: errors.append(e))
-        p = _Pair()
+    def test_a_removed_fd_is_no_longer_watched(
+        self, backend_ctx: AioContext, pair: _Pair, spy: _WaitSpy
+    ) -> None:
+        """A removed fd that stays ready (readable and writable) wakes no wait.
+
+        A backend that forgets to unregister it reports it to the core, which
+        has no handler for it, on every wait: ``poll(True)`` spins.
+        """
         calls: list[int] = []
-        fd = p.a.fileno()
-        backend_ctx.set_fd_handler(fd, lambda _o: calls.append(1))
+        backend_ctx.set_fd_handler(pair.a, lambda _o: calls.append(1), lambda _o: None)
+        pair.b.send(b"x")  # never read: ready for ever
+        assert _poll_a_few(backend_ctx, lambda: bool(calls)), "io_read never ran"
+        backend_ctx.set_fd_handler(pair.a, None)
+        waits = _waits_until_a_timer(backend_ctx, spy, 30, limit=4)
+        assert waits <= 4, (
+            f"{waits}+ wait() calls before a 30 ms timer fired: the removed fd, still ready, "
+            "ends every wait (a busy loop); did update(fd, mask, 0) unregister it?"
+        )
+
+    def test_remove_then_re_add_the_same_fd(self, backend_ctx: AioContext, pair: _Pair) -> None:
+        seen: list[str] = []
+
+        def early(_o: object) -> None:
+            seen.append("early read")  # never: the fd is not readable before the end
+
+        for _ in range(3):
+            backend_ctx.set_fd_handler(pair.a, early)
+            backend_ctx.poll(False)
+            backend_ctx.set_fd_handler(pair.a, None)
+            backend_ctx.poll(False)
+        # Removed and added again, with the other mask, then with the first one.
+        backend_ctx.set_fd_handler(pair.a, None, lambda _o: seen.append("write"))
+        assert _poll_a_few(backend_ctx, lambda: "write" in seen), "io_write never ran after re-add"
+        backend_ctx.set_fd_handler(pair.a, None)
+        backend_ctx.set_fd_handler(pair.a, lambda _o: seen.append("read"))
+        pair.b.send(b"x")
+        assert _poll_a_few(backend_ctx, lambda: "read" in seen), "io_read never ran after re-add"
+        assert "early read" not in seen, seen
+
+    # -- hang-ups and errors ------------------------------------------------
+
+    def test_pipe_hang_up_runs_io_read(self, backend_ctx: AioContext, pipe: list[int]) -> None:
+        """The writer of a pipe is gone: HUP alone (no IN) must reach io_read (EOF)."""
+        r, w = pipe
+        got: list[bytes] = []
+
+        def on_read(_o: object) -> None:
+            got.append(os.read(r, 100))
+            if got[-1] == b"":
+                backend_ctx.set_fd_handler(r, None)
+
+        backend_ctx.set_fd_handler(r, on_read)
         backend_ctx.poll(False)
-        p.close()  # closed while registered (a user error the loop must survive)
-        _poll_for(backend_ctx, 0.05)
-        # No busy loop of reports: the error, if the kernel reports one, comes once.
-        assert len(errors) <= 1, errors
-        assert len(calls) <= 1, f"io_read ran {len(calls)} times for a closed fd"
-        backend_ctx.set_fd_handler(fd, None)  # a removal error goes to the handler
-        assert len(errors) <= 2
-        assert fd not in backend_ctx.handler_fds()
+        os.close(w)
+        pipe[1] = -1
+        assert _poll_a_few(backend_ctx, lambda: b"" in got), (
+            "io_read did not run when the pipe's writer closed (a hang-up: is EVENT_HUP reported?)"
+        )
+
+    def test_peer_closed_socket_runs_io_read(self, backend_ctx: AioContext, pair: _Pair) -> None:
+        got: list[bytes] = []
+        backend_ctx.set_fd_handler(pair.a, lambda s: got.append(s.recv(100)), opaque=pair.a)
+        backend_ctx.poll(False)
+        pair.b.close()
+        assert _poll_a_few(backend_ctx, lambda: b"" in got), (
+            "io_read did not run when the socket's peer closed"
+        )
+        backend_ctx.set_fd_handler(pair.a, None)
+
+    def test_pipe_error_runs_io_write(self, backend_ctx: AioContext, pipe: list[int]) -> None:
+        """A full pipe whose reader is gone: ERR (or a hang-up) must reach io_write."""
+        r, w = pipe
+        _fill(w)
+        os.close(r)
+        pipe[0] = -1
+        writes: list[int] = []
+        backend_ctx.set_fd_handler(w, None, lambda _o: writes.append(1))
+        assert _poll_a_few(backend_ctx, lambda: bool(writes)), (
+            "io_write did not run on the write end of a pipe whose reader is gone "
+            "(an error: is EVENT_ERR reported?)"
+        )
+
+    def test_hang_up_reaches_a_write_only_handler(
+        self, backend_ctx: AioContext, spy: _WaitSpy
+    ) -> None:
+        """A full socket whose peer shut down, watched by io_write only, runs io_write.
+
+        poll(2) and epoll report a hang-up whatever was asked: a backend that
+        drops it leaves the writer waiting for ever, or spinning.
+        """
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            a.setblocking(False)
+            _fill(a)
+            b.shutdown(socket.SHUT_RDWR)
+            writes: list[int] = []
+            backend_ctx.set_fd_handler(a.fileno(), None, lambda _o: writes.append(1))
+            ok = _poll_a_few(backend_ctx, lambda: bool(writes))
+            backend_ctx.set_fd_handler(a.fileno(), None)
+            assert ok, (
+                "io_write did not run for a write-only handler whose peer hung up "
+                f"(reported: {spy.reported_mask(a.fileno()):#x}; EVENT_HUP, EVENT_ERR or "
+                "EVENT_OUT make it run)"
+            )
+            assert spy.reported_mask(a.fileno()) & (EVENT_HUP | EVENT_ERR | EVENT_OUT)
+        finally:
+            a.close()
+            b.close()
+
+    # -- sleeping ------------------------------------------------------------
+
+    def test_a_blocking_poll_sleeps_until_its_timer(
+        self, backend_ctx: AioContext, pair: _Pair, spy: _WaitSpy
+    ) -> None:
+        """With an idle handler (writable, but only io_read asked), one wait until the timer."""
+        backend_ctx.set_fd_handler(pair.a, lambda _o: None)
+        waits = _waits_until_a_timer(backend_ctx, spy, 30, limit=4)
+        assert waits <= 4, (
+            f"{waits}+ wait() calls before a 30 ms timer fired: the wait does not sleep "
+            "(a timeout returned early, or readiness that was not asked for is reported)"
+        )
+        assert all(t >= 0 for t in spy.timeouts)
+
+    def test_a_blocking_poll_with_nothing_due_waits_for_a_wake_up(
+        self, backend_ctx: AioContext, pair: _Pair, spy: _WaitSpy
+    ) -> None:
+        """No deadline: ``wait(-1)`` sleeps until ``notify()`` from another thread."""
+        backend_ctx.set_fd_handler(pair.a, lambda _o: None)
+        backend_ctx.poll(False)
+        notified = threading.Event()
+
+        def wake() -> None:
+            notified.set()
+            backend_ctx.notify()
+
+        timer = threading.Timer(0.02, wake)
+        spy.reset()
+        timer.start()
+        try:
+            backend_ctx.poll(True)
+        finally:
+            timer.join()
+        assert spy.timeouts[:1] == [-1], spy.timeouts
+        assert notified.is_set(), (
+            "wait(-1) returned before anything woke it (is -1 taken as 'no limit'?)"
+        )
+
+    def test_sub_millisecond_timers_do_not_spin(
+        self, backend_ctx: AioContext, pair: _Pair, spy: _WaitSpy
+    ) -> None:
+        """20 timers 0.5 ms apart cost about one wait each, not a busy loop.
+
+        A backend that rounds a timeout *down* to its resolution waits 0 ms
+        until each deadline passes: thousands of waits.
+        """
+        n = 20
+        backend_ctx.set_fd_handler(pair.a, lambda _o: None)
+        fired: list[int] = []
+
+        def fire(_o: object) -> None:
+            fired.append(1)
+
+        start = clock_get_ns(Clock.REALTIME)
+        timers = [backend_ctx.timer_new_ns(Clock.REALTIME, fire) for _ in range(n)]
+        try:
+            for i, t in enumerate(timers):
+                t.mod_ns(start + 1_000_000 + 500_000 * i)
+            backend_ctx.poll(False)
+            spy.reset()
+            limit = 3 * n
+            while len(fired) < n and spy.calls <= limit:
+                backend_ctx.poll(True)
+        finally:
+            for t in timers:
+                t.delete()
+        assert spy.calls <= limit, (
+            f"{spy.calls}+ wait() calls for {len(fired)} of {n} timers 0.5 ms apart: "
+            "a busy loop (is a sub-millisecond timeout rounded down to 0?)"
+        )
+        assert len(fired) == n
 
     def test_bh_scheduled_from_another_thread_wakes_a_blocking_poll(
         self, backend_ctx: AioContext
@@ -406,13 +912,136 @@ class BackendConformance:
         assert polls <= 3, f"{polls} polls: the guard timer, not the wake-up, ended the wait"
         bh.delete()
 
+    def test_a_handler_added_from_another_thread_is_watched(
+        self, backend_ctx: AioContext, pair: _Pair
+    ) -> None:
+        """update() from another thread while the home thread waits takes effect."""
+        seen: list[int] = []
+        pair.b.send(b"x")
+        backend_ctx.poll(False)
+
+        def add() -> None:
+            backend_ctx.acquire()
+            try:
+                backend_ctx.set_fd_handler(pair.a, lambda _o: seen.append(1))
+            finally:
+                backend_ctx.release()
+
+        timer = threading.Timer(0.02, add)
+        timer.start()
+        try:
+            polls = run_until(
+                backend_ctx, lambda: bool(seen), guard_ms=2000, timeout=4, what="io_read"
+            )
+        finally:
+            timer.join(DEADLINE_S)
+        assert polls <= 4, f"{polls} polls: the change did not wake the wait, or was not applied"
+
+    # -- closed fds and close() ----------------------------------------------
+
+    @pytest.mark.parametrize("interest", ["read", "write"])
+    def test_closed_fd_is_reported_once(
+        self, backend_ctx: AioContext, spy: _WaitSpy, interest: str
+    ) -> None:
+        """An fd closed while registered: no crash, no busy loop, exactly one OSError.
+
+        The error comes as ``EVENT_NVAL`` from a wait (then the backend stops
+        watching the fd) or as :class:`OSError` from ``update()`` when the
+        handler is removed; the core hands either to the exception handler.
+        """
+        errors: list[BaseException] = []
+        backend_ctx.set_exception_handler(lambda _c, e: errors.append(e))
+        p = _Pair()
+        calls: list[int] = []
+        fd = p.a.fileno()
+
+        def cb(_o: object) -> None:
+            calls.append(1)
+
+        if interest == "read":
+            backend_ctx.set_fd_handler(fd, cb)
+        else:
+            _fill(p.a)
+            backend_ctx.set_fd_handler(fd, None, cb)
+        backend_ctx.poll(False)
+        p.a.close()  # closed while registered (a user error the loop must survive)
+        try:
+            for _ in range(5):
+                backend_ctx.poll(False)
+            waits = _waits_until_a_timer(backend_ctx, spy, 30, limit=4)
+            assert waits <= 4, (
+                f"{waits}+ wait() calls before a 30 ms timer fired: the closed fd is "
+                "reported again and again (report EVENT_NVAL once, then stop watching it)"
+            )
+            assert len(calls) <= 1, f"the callback ran {len(calls)} times for a closed fd"
+            assert fd in backend_ctx.handler_fds()  # registered until removed
+            backend_ctx.set_fd_handler(fd, None)  # a removal error goes to the handler
+            backend_ctx.poll(False)
+        finally:
+            p.b.close()
+        assert fd not in backend_ctx.handler_fds()
+        oserrors = [e for e in errors if isinstance(e, OSError)]
+        assert len(oserrors) == 1 and len(errors) == 1, (
+            f"a closed fd must be reported exactly once (EVENT_NVAL from wait(), or OSError "
+            f"from update() when the handler is removed), got {errors!r}"
+        )
+        # The loop still works.
+        other = _Pair()
+        try:
+            got: list[bytes] = []
+            backend_ctx.set_fd_handler(other.a, lambda s: got.append(s.recv(10)), opaque=other.a)
+            other.b.send(b"ok")
+            assert _poll_a_few(backend_ctx, lambda: bool(got)), "the loop stopped working"
+            backend_ctx.set_fd_handler(other.a, None)
+        finally:
+            other.close()
+        assert len(errors) == 1, errors
+
+    def test_adding_a_closed_fd_is_refused_or_reported(self, backend_ctx: AioContext) -> None:
+        """update() refuses a closed fd with OSError (or a batching backend reports NVAL)."""
+        errors: list[BaseException] = []
+        backend_ctx.set_exception_handler(lambda _c, e: errors.append(e))
+        r, w = os.pipe()
+        os.close(w)
+        os.close(r)  # r is a closed number; nothing opens an fd before the removal below
+        try:
+            backend_ctx.set_fd_handler(r, lambda _o: None)
+        except OSError as exc:
+            assert exc.errno in (errno.EBADF, errno.EINVAL), exc
+            assert r not in backend_ctx.handler_fds()
+            return
+        try:
+            _poll_a_few(backend_ctx, lambda: bool(errors), polls=3)
+        finally:
+            backend_ctx.set_fd_handler(r, None)
+        assert len([e for e in errors if isinstance(e, OSError)]) == 1, errors
+
+    def test_close_releases_every_fd_and_leaves_the_users(
+        self, no_fd_leak: None, aiocore_registry: PluginRegistry
+    ) -> None:
+        p = _Pair()
+        try:
+            before = open_fds()
+            for _ in range(20):
+                ctx = self._open_ctx(aiocore_registry)
+                ctx.set_fd_handler(p.a, lambda _o: None, lambda _o: None)
+                ctx.bh_new(lambda _o: None).schedule()
+                ctx.timer_new_ms(Clock.REALTIME, lambda _o: None).mod(10**9)
+                ctx.poll(False)
+                ctx.close()
+            _fds_left(before, f"20 contexts on backend {self.backend_name!r}, closed,")
+            p.b.send(b"still open")
+            assert p.a.recv(100) == b"still open"
+        finally:
+            p.close()
+
 
 # ---------------------------------------------------------------------------
 # Source conformance
 # ---------------------------------------------------------------------------
 
 
-class SourceConformance:
+class SourceConformance(_Kit):
     """The source contract, on every backend, for the source :attr:`source_name`.
 
     Subclass it, set ``source_name`` and implement :meth:`make_handle`, which
@@ -454,7 +1083,7 @@ class SourceConformance:
         if self.source_name not in registry.sources:
             known = ", ".join(sorted(registry.sources)) or "(none)"
             pytest.fail(f"source {self.source_name!r} is not registered (known: {known})")
-        return AioContext(backend=backend, registry=registry)
+        return self._guarded(AioContext(backend=backend, registry=registry))
 
     def test_registered_and_listed(self, aiocore_registry: PluginRegistry) -> None:
         info = aiocore_registry.sources.get(self.source_name)
