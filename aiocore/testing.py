@@ -18,8 +18,11 @@ or on the command line: ``pytest -p aiocore.testing``.
     environment.  Override it in your ``conftest.py`` to test a plugin that
     is not installed: ``PluginRegistry(plugins=[("mine", my_module)], env={})``.
 ``aiocore_backend``
-    parametrized over every backend of the registry; an unavailable backend
-    is skipped with its reason.
+    parametrized over every backend of ``aiocore_registry``; an unavailable
+    backend is skipped with its reason.  The names come from your override of
+    ``aiocore_registry`` when it takes no arguments (it is then called once
+    more, at collection); otherwise, or to choose, set ``backends = [...]``
+    on a :class:`SourceConformance` subclass.
 ``aiocore_ctx``
     an :class:`~aiocore.AioContext` on ``aiocore_backend``, closed afterwards.
 ``no_fd_leak``
@@ -42,7 +45,10 @@ Subclass one in a test module; pytest collects the inherited tests::
         source_name = "inotify"
 
         def make_handle(self, source, tmp_path):
-            return source.watch(tmp_path, lambda event: None)
+            return source.watch(tmp_path, self.callback)
+
+        def trigger(self, handle):  # optional: makes the callback due
+            Path(handle.path, "file").write_text("")
 
 :class:`BackendConformance` checks the rules of :mod:`aiocore.backend`
 through a context: readiness, level-triggering, a change of event mask,
@@ -54,12 +60,13 @@ thread, an fd closed while registered (reported exactly once, no busy loop),
 and ``close()`` releasing every fd.  :class:`SourceConformance` checks the
 source contract of :func:`aiocore.hookspec.aiocore_register_sources` on every
 backend: the source is registered and made once per context, what it makes
-registers handlers and releases them and its fds when closed, and everything
-is closed with the context with no fd left open.  The fds are compared right
-after ``close_handle()`` or ``ctx.close()``, while the test still holds every
-handle, so a source whose ``close()`` forgets something fails even if a
-finalizer (``socket.__del__``, ``EventNotifier.__del__``) would close it
-later; a ``ResourceWarning`` inside these tests fails them too.
+registers handlers and releases them and its fds when closed, no callback
+runs after its handle is closed, and everything is closed with the context
+with no fd left open.  The fds are compared right after ``close_handle()`` or
+``ctx.close()``, while the test still holds every handle, so a source whose
+``close()`` forgets something fails even if a finalizer (``socket.__del__``,
+``EventNotifier.__del__``) would close it later; a ``ResourceWarning`` inside
+these tests fails them too.
 
 No test asserts a duration: a busy loop is found by counting the backend's
 ``wait()`` calls.  Every test of the two classes runs under a watchdog, a
@@ -77,6 +84,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import inspect
 import os
 import socket
 import threading
@@ -445,13 +453,64 @@ def _default_registry() -> PluginRegistry:
 
 
 _collection_registry: PluginRegistry | None = None
+_override_names: dict[int, list[str] | None] = {}
 
 
-def _backend_names() -> list[str]:
+def _default_backend_names(*, strict: bool = True) -> list[str]:
     global _collection_registry
     if _collection_registry is None:
+        if not strict:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PluginWarning)
+                return list(PluginRegistry(env={}, strict=False, block=()).backends)
         _collection_registry = _default_registry()
     return list(_collection_registry.backends)
+
+
+def _overridden_backend_names(func: Callable[..., Any]) -> list[str] | None:
+    """The backends of an ``aiocore_registry`` override, if it can be called here.
+
+    It can when it takes no arguments: it is called (a generator fixture is
+    run to its ``yield`` and then closed), once per session.  ``None`` when
+    it takes fixtures.
+    """
+    key = id(func)
+    if key not in _override_names:
+        names: list[str] | None = None
+        try:
+            takes_args = bool(inspect.signature(func).parameters)
+        except (TypeError, ValueError):
+            takes_args = True
+        if not takes_args:
+            if inspect.isgeneratorfunction(func):
+                gen = func()
+                try:
+                    registry = next(gen)
+                    names = list(registry.backends)
+                finally:
+                    gen.close()
+            else:
+                names = list(func().backends)
+        _override_names[key] = names
+    return _override_names[key]
+
+
+def _parametrized_backends(metafunc: pytest.Metafunc) -> list[str]:
+    cls = metafunc.cls
+    if cls is not None and issubclass(cls, SourceConformance) and cls.backends is not None:
+        return list(cls.backends)
+    defs = getattr(metafunc, "_arg2fixturedefs", {}).get("aiocore_registry") or ()
+    fixturedef = defs[-1] if defs else None
+    func = getattr(fixturedef, "func", None)
+    if func is None or getattr(func, "__module__", None) == __name__:
+        return _default_backend_names()
+    names = _overridden_backend_names(func)
+    if names is not None:
+        return names
+    # An override that takes fixtures: guess from the default registry, which
+    # the override may not load, so a broken installed plugin must not break
+    # the collection here (the override decides whether it loads).
+    return _default_backend_names(strict=False)
 
 
 # ---------------------------------------------------------------------------
@@ -460,9 +519,9 @@ def _backend_names() -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``aiocore_backend`` over every registered backend."""
+    """Parametrize ``aiocore_backend`` over the backends of ``aiocore_registry``."""
     if "aiocore_backend" in metafunc.fixturenames:
-        metafunc.parametrize("aiocore_backend", _backend_names(), indirect=True)
+        metafunc.parametrize("aiocore_backend", _parametrized_backends(metafunc), indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -1054,12 +1113,45 @@ class SourceConformance(_Kit):
     that for every handle still open and for the source's own fds, at once
     (the fds are compared while the handles are still referenced, so a
     finalizer closing them later does not count), with no ``ResourceWarning``.
+
+    **A source that does not own its fds** (it is handed an fd, as the
+    ``LineReader`` of :doc:`writing-a-source` is): set ``owns_fds = False``
+    and implement :meth:`release`, which closes the fds that
+    :meth:`make_handle` made for the handle; the kit calls it after
+    :meth:`close_handle` or ``ctx.close()`` and before comparing fds.
+
+    **Callbacks after close.**  Implement :meth:`trigger` (make the handle's
+    callback due) and pass :meth:`callback` to the source as the handle's
+    callback in :meth:`make_handle`: ``test_no_callback_after_close`` then
+    checks that the callback runs after a trigger, and never once
+    :meth:`close_handle` returned, whether it closed the handle before or
+    after the source had read what the trigger sent.  Without
+    :meth:`trigger` that test is skipped.
+
+    ``backends = ["poll", "mine"]`` on the subclass chooses the backends its
+    tests run on (by default every backend of ``aiocore_registry``).
     """
 
     #: The name the source is registered under (``ctx.sources.<name>``).
     source_name: ClassVar[str] = ""
     #: Whether what :meth:`make_handle` makes registers fd handlers.
     registers_fds: ClassVar[bool] = True
+    #: Whether the source owns (closes) the fds of what :meth:`make_handle`
+    #: makes; if not, :meth:`release` closes them.
+    owns_fds: ClassVar[bool] = True
+    #: The backends to run on; ``None``: every backend of ``aiocore_registry``.
+    backends: ClassVar[Sequence[str] | None] = None
+
+    #: Every call of :meth:`callback` in this test: ``(args, kwargs)``.
+    callback_calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+
+    @pytest.fixture(autouse=True)
+    def _aiocore_callback_calls(self) -> None:
+        self.callback_calls = []
+
+    def callback(self, *args: Any, **kwargs: Any) -> None:
+        """A callback to hand to the source in :meth:`make_handle`; records its calls."""
+        self.callback_calls.append((args, kwargs))
 
     def make_handle(self, source: Any, tmp_path: Path) -> Any:
         """Make one object on *source* that owns fds; override this.
@@ -1078,6 +1170,26 @@ class SourceConformance(_Kit):
                 "override close_handle()"
             )
         closer()
+
+    def release(self, handle: Any) -> None:
+        """With ``owns_fds = False``: close the fds :meth:`make_handle` made for *handle*.
+
+        Called once per handle, after :meth:`close_handle` (or ``ctx.close()``)
+        removed the source's handlers, and before the fds are compared.
+        """
+        pytest.fail(f"{type(self).__name__} sets owns_fds = False and must implement release()")
+
+    def trigger(self, handle: Any) -> None:
+        """Optional: make *handle*'s callback due (write to its fd, connect to it).
+
+        Called only while the handle is open.  Not overriding it skips
+        ``test_no_callback_after_close``.
+        """
+        raise NotImplementedError
+
+    def _release(self, handle: Any) -> None:
+        if not self.owns_fds:
+            self.release(handle)
 
     def _ctx(self, registry: PluginRegistry, backend: str) -> AioContext:
         if self.source_name not in registry.sources:
@@ -1123,8 +1235,61 @@ class SourceConformance(_Kit):
             ctx.poll(False)
             self.close_handle(handle)
             assert set(ctx.handler_fds()) == before, "closing the handle left handlers behind"
+            self._release(handle)
             _fds_left(fds, f"closing {handle!r}")  # *handle* is still referenced
             self.close_handle(handle)  # idempotent
+
+    def test_no_callback_after_close(
+        self,
+        no_fd_leak: None,
+        aiocore_registry: PluginRegistry,
+        aiocore_backend: str,
+        tmp_path: Path,
+    ) -> None:
+        if type(self).trigger is SourceConformance.trigger:
+            pytest.skip(
+                f"{type(self).__name__} defines no trigger(handle): callbacks after "
+                "close_handle() are not checked (see SourceConformance.trigger)"
+            )
+        with (
+            _no_finalizer_closes(f"a handle of source {self.source_name!r}"),
+            self._ctx(aiocore_registry, aiocore_backend) as ctx,
+        ):
+            source = getattr(ctx.sources, self.source_name)
+            handle = self.make_handle(source, tmp_path)
+            try:
+                ctx.poll(False)
+                self.trigger(handle)
+                run_until(
+                    ctx,
+                    lambda: bool(self.callback_calls),
+                    what=(
+                        "a callback after trigger() (does make_handle() pass self.callback "
+                        "to the source?)"
+                    ),
+                )
+            finally:
+                self.close_handle(handle)
+                self._release(handle)
+            # Closed right after the trigger, then after the source had one,
+            # two, three polls to take in what the trigger sent.
+            for polls in range(4):
+                handle = self.make_handle(source, tmp_path)
+                try:
+                    ctx.poll(False)
+                    self.trigger(handle)
+                    for _ in range(polls):
+                        ctx.poll(False)
+                finally:
+                    self.close_handle(handle)
+                n = len(self.callback_calls)
+                _poll_for(ctx, 0.02)
+                self._release(handle)
+                late = self.callback_calls[n:]
+                assert not late, (
+                    f"the callback ran {len(late)} time(s) after close_handle() returned "
+                    f"(closed {polls} poll(s) after trigger()): {late[:3]!r}"
+                )
 
     def test_closed_with_the_context(
         self,
@@ -1140,6 +1305,8 @@ class SourceConformance(_Kit):
             handles = [self.make_handle(source, tmp_path) for _ in range(3)]
             ctx.poll(False)
             ctx.close()  # must close all three, and the source's own fds
+            for handle in handles:
+                self._release(handle)
             _fds_left(fds, f"ctx.close() with {len(handles)} handles of {source!r}")
             del handles, source
 
@@ -1157,5 +1324,7 @@ class SourceConformance(_Kit):
                 with self._ctx(aiocore_registry, aiocore_backend) as ctx:
                     source = getattr(ctx.sources, self.source_name)
                     handles.append(self.make_handle(source, tmp_path))
+            for handle in handles:
+                self._release(handle)
             _fds_left(fds, f"30 contexts closed with a handle of source {self.source_name!r} each")
             del handles

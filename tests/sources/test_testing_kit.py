@@ -57,14 +57,20 @@ class TestTimerSourceConformance(SourceConformance):
     source_name = "timer"
 
     def make_handle(self, source: Any, tmp_path: Path) -> Any:
-        return source.periodic(1_000_000, lambda _o: None)
+        return source.periodic(1_000_000, self.callback)
+
+    def trigger(self, handle: Any) -> None:
+        pass  # due every millisecond
 
 
 class TestNotifierSourceConformance(SourceConformance):
     source_name = "notifier"
 
     def make_handle(self, source: Any, tmp_path: Path) -> Any:
-        return source.new(lambda: None)
+        return source.new(self.callback)
+
+    def trigger(self, handle: Any) -> None:
+        handle.set()
 
 
 class TestMisconfiguredSubclassFails:
