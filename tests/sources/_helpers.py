@@ -44,7 +44,8 @@ def run_until(
                 pytest.fail(f"{what} not reached after {polls} polls")
             if time.monotonic() > deadline:
                 pytest.fail(f"{what} not reached within {timeout} s ({polls} polls)")
-            guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + guard_ms)
+            if not guard.pending:  # moving a pending guard notifies: every poll would return
+                guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + guard_ms)
             ctx.poll(True)
             polls += 1
     finally:
@@ -58,7 +59,8 @@ def poll_for(ctx: AioContext, seconds: float) -> None:
     guard = ctx.timer_new_ms(Clock.REALTIME, lambda _o: None)
     try:
         while time.monotonic() < deadline:
-            guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + 10)
+            if not guard.pending:
+                guard.mod(clock_get_ns(Clock.REALTIME) // SCALE_MS + 10)
             ctx.poll(True)
     finally:
         guard.delete()
