@@ -27,9 +27,13 @@ from typing import Any
 
 import pytest
 
-import aiocore
-from aiocore import _clocks, _plugins
-from aiocore.testing import _fds_left, _no_finalizer_closes, open_fds
+# Before the import below: the kit's asserts are rewritten only if pytest
+# knows before the module is first imported (tests/sources relies on it).
+pytest.register_assert_rewrite("aiocore.testing")
+
+import aiocore  # noqa: E402
+from aiocore import _clocks, _plugins  # noqa: E402
+from aiocore.testing import _fds_left, _no_finalizer_closes, open_fds  # noqa: E402
 
 _PRESERVED_ENV = ("AIOCORE_REQUIRE_BACKENDS", "AIOCORE_LIBURING")
 
