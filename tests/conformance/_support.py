@@ -17,9 +17,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiocore import SCALE_MS, AioContext, Clock, clock_get_ns
+from aiocore.testing import _WaitSpy
 
 #: Upper bound for any single loop of polls in a test.
 MAX_POLLS = 200
@@ -46,24 +46,17 @@ class Guard:
         self.timer.delete()
 
 
-class WaitSpy:
-    """Record the backend's ``wait(timeout_ns)`` calls; optionally inject readiness."""
+class WaitSpy(_WaitSpy):
+    """The kit's wait spy (:mod:`aiocore.testing`), which can also inject readiness."""
 
     def __init__(self, ctx: AioContext) -> None:
-        backend: Any = ctx._backend
-        self.backend = backend
-        self.timeouts: list[int] = []
-        #: What each wait reported (after injection).
-        self.reports: list[list[tuple[int, int]]] = []
-        self._orig_wait = backend.wait
         #: Readiness added to the next report (fd, mask), merged by fd.
         self.inject: list[tuple[int, int]] = []
-        self._own = "wait" in vars(backend)
-        backend.wait = self._wait
+        super().__init__(ctx)
 
     def _wait(self, timeout_ns: int) -> list[tuple[int, int]]:
         self.timeouts.append(timeout_ns)
-        events: list[tuple[int, int]] = list(self._orig_wait(timeout_ns))
+        events: list[tuple[int, int]] = list(self._orig(timeout_ns))
         if self.inject:
             extra, self.inject = self.inject, []
             merged = dict(events)
@@ -75,30 +68,7 @@ class WaitSpy:
 
     def backend_needs_wait(self) -> bool:
         """The backend's own ``need_wait()`` now (io_uring: submissions pending)."""
-        return bool(self.backend.need_wait())
-
-    @property
-    def calls(self) -> int:
-        return len(self.timeouts)
-
-    def reset(self) -> None:
-        self.timeouts.clear()
-        self.reports.clear()
-
-    def reported_mask(self, fd: int) -> int:
-        """The union of the masks reported for *fd* since the last reset."""
-        mask = 0
-        for report in self.reports:
-            for rfd, rmask in report:
-                if rfd == fd:
-                    mask |= rmask
-        return mask
-
-    def restore(self) -> None:
-        if self._own:
-            self.backend.wait = self._orig_wait
-        else:
-            del self.backend.wait
+        return bool(self._backend.need_wait())
 
 
 def poll_until(
