@@ -69,7 +69,7 @@ from . import _clocks
 from ._bh import BH, BHQueue
 from ._clocks import SCALE_MS, SCALE_NS, SCALE_US, Clock
 from ._config import Resolved, resolve
-from ._errors import check_callback, check_fd, check_nonneg_int
+from ._errors import PluginError, check_callback, check_fd, check_nonneg_int
 from ._fdtable import AioHandler, FdTable
 from ._notifier import EventNotifier
 from ._plugins import PluginRegistry, default_registry
@@ -504,6 +504,9 @@ class AioContext:
                 except OSError as exc:
                     # epoll forgets a closed fd silently; it surfaces here.
                     errors.append(self._fd_error(fd, exc, "removing its handler"))
+                except Exception as exc:
+                    table.replace(fd, None)  # forgotten, as after any refused removal
+                    raise self._backend_bug(exc, fd) from exc
             table.replace(fd, None)
             return True
         mask = (EVENT_IN if io_read is not None else 0) | (EVENT_OUT if io_write is not None else 0)
@@ -518,12 +521,28 @@ class AioContext:
                 self._backend.update(fd, old_mask, new_mask)
             elif old_mask:
                 self._backend.update(fd, old_mask, 0)
-        except BaseException:
+        except BaseException as exc:
             # Refused (a closed fd, a regular file on epoll): undo, so the
             # call changes nothing.
             table.restore(fd, old, node)
+            if isinstance(exc, Exception) and not isinstance(exc, OSError):
+                raise self._backend_bug(exc, fd) from exc
             raise
         return True
+
+    def _backend_bug(self, exc: Exception, fd: int) -> PluginError:
+        """A backend's ``update()`` raised what its contract never does (not an ``OSError``).
+
+        A bug in a plugin, so the error names it, as a constructor's error
+        does (:meth:`PluginRegistry.open_backend`).
+        """
+        name = self._backend.name
+        info = self._registry.backends.get(name)
+        plugin = f"plugin {info.plugin!r}, {info.dist}" if info is not None else "its plugin"
+        return PluginError(
+            f"backend {name!r} ({plugin}) raised {type(exc).__name__} in update() for fd "
+            f"{fd}: {exc} (a backend raises only OSError there)"
+        )
 
     def _fd_error(self, fd: int, exc: OSError, doing: str) -> OSError:
         err = OSError(

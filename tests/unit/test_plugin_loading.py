@@ -546,3 +546,48 @@ def test_every_builtin_plugin_loads() -> None:
     assert all(p.status == "loaded" and p.builtin for p in reg.plugins.values())
     assert {"poll", "epoll", "auto", "io_uring", "kqueue"} <= set(reg.backends)
     assert {"eventfd", "pipe"} <= set(reg.notifiers)
+
+
+def test_a_backend_update_bug_is_a_plugin_error_and_changes_nothing() -> None:
+    """update() may raise only OSError; anything else is a plugin's bug.
+
+    A KeyError from it reached the user as is, naming no plugin.  Now it is a
+    PluginError naming the backend and plugin: an add or change is undone
+    (the call changes nothing), and a removal still forgets the handler.
+    """
+    import socket
+
+    from aiocore_plugins.poll import PollBackend
+
+    class Buggy(PollBackend):
+        name = "buggy"
+        armed = False
+
+        def update(self, fd: int, old_mask: int, new_mask: int) -> None:
+            if Buggy.armed:
+                raise KeyError(fd)
+            super().update(fd, old_mask, new_mask)
+
+    reg = PluginRegistry(
+        autoload=False, env={}, builtins=("notifier",), plugins=[("bug", _backend_plugin(Buggy))]
+    )
+    a, b = socket.socketpair()
+    try:
+        with aiocore.AioContext(backend="buggy", registry=reg) as ctx:
+            Buggy.armed = True
+            message = r"backend 'buggy' \(plugin 'bug', None\) raised KeyError in update"
+            with pytest.raises(PluginError, match=message) as info:
+                ctx.set_fd_handler(a.fileno(), lambda _o: None)
+            assert isinstance(info.value.__cause__, KeyError)
+            assert a.fileno() not in ctx.handler_fds()  # the add changed nothing
+            Buggy.armed = False
+            ctx.set_fd_handler(a.fileno(), lambda _o: None)
+            Buggy.armed = True
+            with pytest.raises(PluginError, match="raised KeyError in update"):
+                ctx.set_fd_handler(a.fileno(), None)
+            assert a.fileno() not in ctx.handler_fds()  # a removal still forgets it
+            Buggy.armed = False
+    finally:
+        Buggy.armed = False
+        a.close()
+        b.close()
