@@ -36,21 +36,56 @@ class TestAutoConformance(BackendConformance):
 
 class TestSocketSourceConformance(SourceConformance):
     source_name = "socket"
+    #: The clients trigger() connects are the test's; release() closes them.
+    owns_fds = False
+
+    @pytest.fixture(autouse=True)
+    def _clients(self) -> None:
+        self.clients: dict[Any, list[socket.socket]] = {}
 
     def make_handle(self, source: Any, tmp_path: Path) -> Any:
-        return source.listen(("127.0.0.1", 0), lambda s: s.close())
+        def on_connection(stream: Any) -> None:
+            self.callback(stream)
+            stream.close()
+
+        listener = source.listen(("127.0.0.1", 0), on_connection)
+        self.clients[listener] = []
+        return listener
+
+    def trigger(self, handle: Any) -> None:
+        client = socket.create_connection(handle.address[:2], timeout=5)
+        self.clients[handle].append(client)
+
+    def release(self, handle: Any) -> None:
+        for client in self.clients.pop(handle, []):
+            client.close()
 
 
 class TestSocketStreamConformance(SourceConformance):
     source_name = "socket"
+    #: The peer end is the test's (release() closes it); the stream owns its end.
+    owns_fds = False
+
+    @pytest.fixture(autouse=True)
+    def _peers(self) -> None:
+        self.peers: dict[Any, socket.socket] = {}
 
     def make_handle(self, source: Any, tmp_path: Path) -> Any:
         a, b = socket.socketpair()
-        b.close()  # the stream sees end of file; it still owns and closes a
-        return source.stream(a, lambda _d: None, on_eof=lambda: None)
+        stream = source.stream(a, self.callback, on_eof=lambda: None)
+        self.peers[stream] = b
+        return stream
+
+    def trigger(self, handle: Any) -> None:
+        self.peers[handle].send(b"x")
 
     def close_handle(self, handle: Any) -> None:
         handle.abort()
+
+    def release(self, handle: Any) -> None:
+        peer = self.peers.pop(handle, None)
+        if peer is not None:
+            peer.close()
 
 
 class TestTimerSourceConformance(SourceConformance):
