@@ -63,8 +63,25 @@ __all__ = ["BH", "BHQueue"]
 
 log = logging.getLogger("aiocore")
 
-#: ``on_drop`` of :meth:`BHQueue.schedule_oneshot`: gets the dropped opaques.
+#: ``on_drop`` of :meth:`BHQueue.schedule_oneshot` (and of an internal
+#: timer, see :mod:`._timers`): gets the dropped opaques.
 DropHook = Callable[[list[Any]], object]
+
+
+def call_drop_hooks(dropped: list[Any], what: str) -> None:
+    """Call the ``_on_drop`` hooks of *dropped* (BHs or timers), once per hook.
+
+    Each hook gets the opaques of the dropped objects that named it.  A hook
+    that raises is logged: the closing that dropped them must go on.
+    """
+    by_hook: dict[DropHook, list[Any]] = {}
+    for obj in dropped:
+        by_hook.setdefault(obj._on_drop, []).append(obj._opaque)
+    for hook, opaques in by_hook.items():
+        try:
+            hook(opaques)
+        except Exception:
+            log.exception("on_drop hook %r raised while %s closed", hook, what)
 
 
 class BH:
@@ -325,16 +342,4 @@ class BHQueue:
             self._batch = None
             self.nonidle = 0
         if dropped:
-            self._call_drop_hooks(dropped)
-
-    @staticmethod
-    def _call_drop_hooks(dropped: list[BH]) -> None:
-        by_hook: dict[DropHook, list[Any]] = {}
-        for bh in dropped:
-            assert bh._on_drop is not None
-            by_hook.setdefault(bh._on_drop, []).append(bh._opaque)
-        for hook, opaques in by_hook.items():
-            try:
-                hook(opaques)
-            except Exception:
-                log.exception("on_drop hook %r raised while a BH queue closed", hook)
+            call_drop_hooks(dropped, "a BH queue")

@@ -544,6 +544,7 @@ class _Sleep:
         assert ctx is not None
         token = object()
         timer = ctx.timer_new_ns(self._clock, _sleep_timer_cb, (co, token))
+        timer._on_drop = _sleep_dropped
         timer.mod_ns(clock_get_ns(self._clock) + self._ns)
         co._token = token
         try:
@@ -557,6 +558,21 @@ def _sleep_timer_cb(arg: tuple[Coroutine, object]) -> None:
     ctx = co._ctx
     if ctx is not None and not ctx.closed:
         _enter(ctx, co, "sleep_ns timer", token=token)
+
+
+def _sleep_dropped(args: list[tuple[Coroutine, object]]) -> None:
+    """A context closed under these sleeping coroutines: say so (see :func:`_dropped`).
+
+    Their timer is gone and their context is closed, so neither it nor a
+    :func:`co_wake` can resume them: they stay suspended for ever, and
+    whatever they hold (a :class:`CoMutex`) with them.
+    """
+    log.warning(
+        "%d coroutine(s) were sleeping in a context that closed; they will never "
+        "resume (close a context after its coroutines finish): %s",
+        len(args),
+        ", ".join(repr(co) for co, _token in args),
+    )
 
 
 def sleep_ns(ns: int, clock: Clock = Clock.REALTIME) -> Awaitable[None]:

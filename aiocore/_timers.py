@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
 from . import _clocks
+from ._bh import DropHook, call_drop_hooks
 from ._clocks import CLOCK_READERS, Clock, check_clock
 from ._errors import check_callback, check_int
 
@@ -50,7 +51,7 @@ class Timer:
     takes nanoseconds whatever the scale.
     """
 
-    __slots__ = ("_cb", "_clock", "_entry", "_group", "_opaque", "_scale")
+    __slots__ = ("_cb", "_clock", "_entry", "_group", "_on_drop", "_opaque", "_scale")
 
     def __init__(
         self,
@@ -66,7 +67,9 @@ class Timer:
         self._cb = cb
         self._opaque = opaque
         self._entry: _Entry | None = None
-        #: Set by internal callers only; see the module docstring.
+        #: Set by internal callers only: when a context closes, called with
+        #: the opaques of its armed timers that name it (see _bh.DropHook).
+        self._on_drop: DropHook | None = None
 
     def __repr__(self) -> str:
         state = f"expires at {self.expire_time_ns} ns" if self.pending else "idle"
@@ -291,7 +294,12 @@ class TimerGroup:
             deferred.clear()
 
     def close(self) -> None:
-        """Disarm every timer; later arming raises ``RuntimeError``."""
+        """Disarm every timer; later arming raises ``RuntimeError``.
+
+        Then calls the ``_on_drop`` hooks of the armed timers that have one
+        (a sleeping coroutine's: it will never be woken by its timer).
+        """
+        dropped: list[Timer] = []
         with self._lock:
             self.closed = True
             for heap in self._heaps:
@@ -299,8 +307,12 @@ class TimerGroup:
                     timer = entry[2]
                     if timer is not None:
                         timer._entry = None
+                        if timer._on_drop is not None:
+                            dropped.append(timer)
                 heap.clear()
             for deferred in self._deferred:
                 deferred.clear()
             self._live = [0] * _NCLOCKS
             self.armed = 0
+        if dropped:
+            call_drop_hooks(dropped, "a context's timers")

@@ -570,3 +570,22 @@ def test_the_signals_example_in_the_threads_page_wakes_the_main_thread() -> None
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout == "interrupted\n"
+
+
+def test_a_coroutine_sleeping_in_a_context_that_closes_is_reported(
+    registry: aiocore.PluginRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its sleep timer was dropped silently: the coroutine (and whatever it
+    held) stayed suspended for ever with no word.  It is reported now."""
+
+    async def sleeper() -> None:
+        await aiocore.sleep_ns(10**12)  # never, in this test
+
+    doomed = AioContext(registry=registry)
+    co = Coroutine(sleeper(), name="sleeper")
+    co_enter(doomed, co)
+    assert not co.done
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        doomed.close()
+    assert "1 coroutine(s) were sleeping in a context that closed" in caplog.text
+    assert "'sleeper'" in caplog.text
