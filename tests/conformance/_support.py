@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from aiocore import SCALE_MS, AioContext, Clock, clock_get_ns
-from aiocore.testing import _WaitSpy
+from aiocore.testing import _fill, _WaitSpy
 
 #: Upper bound for any single loop of polls in a test.
 MAX_POLLS = 200
@@ -116,13 +116,8 @@ def make_pipe() -> tuple[int, int]:
 
 
 def fill_pipe(w: int) -> None:
-    """Write into non-blocking *w* until it is full (no longer writable)."""
-    for _ in range(10_000):
-        try:
-            os.write(w, b"x" * 65536)
-        except BlockingIOError:
-            return
-    raise AssertionError("pipe never filled")
+    """Write into non-blocking *w* until it is full (no longer writable): the kit's helper."""
+    _fill(w)
 
 
 class Pair:
