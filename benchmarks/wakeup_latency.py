@@ -493,7 +493,7 @@ def raw_ring_process(gap_ns: int) -> Callable[[int], Run] | None:
     """
     if ShmRing is None or shmring_unavailable_reason() is not None:
         return None
-    from aiocore_plugins.shmring_source import _HEAD, _SLOTS, _TAIL
+    from aiocore_plugins.shmring_source import _SLOT_WORDS, _SLOTS, _TAIL
 
     def run(n: int) -> Run:
         shared = Shared(1)
@@ -508,23 +508,31 @@ def raw_ring_process(gap_ns: int) -> Callable[[int], Run] | None:
 
         words = ring._live()
         capacity = ring.capacity
-        next_slot = _SLOTS  # the slot of the tail, kept as the source's io_poll_ready keeps it
+        end = _SLOTS + _SLOT_WORDS * capacity
+        # The cursor, kept as the source's io_poll keeps it: the sequence
+        # word of the next value's slot, and the number it will hold.
+        at, want = _SLOTS, 1
         try:
             ring._set_polling(True)  # always polling: the producer never kicks
             c0, t0 = time.thread_time(), time.perf_counter()
             shared.words[_GO] = 1
             deadline = monotonic_ns() + int(RUN_DEADLINE_S * 1e9)
             while len(lat) < n:
-                if words[_HEAD] != words[_TAIL]:
-                    head = words[_HEAD]
-                    tail = words[_TAIL]
-                    if head - tail == 1:
-                        values = [words[next_slot]]
-                    else:
-                        values = [words[_SLOTS + i % capacity] for i in range(tail, head)]
-                    words[_TAIL] = head
+                if words[at] == want:
+                    value = words[at + 1]
+                    at += _SLOT_WORDS
+                    if at == end:
+                        at = _SLOTS
+                    values = [value]
+                    want += 1
+                    while words[at] == want:  # more than one: the rest too
+                        values.append(words[at + 1])
+                        want += 1
+                        at += _SLOT_WORDS
+                        if at == end:
+                            at = _SLOTS
+                    words[_TAIL] = want - 1
                     on_items(values)
-                    next_slot = _SLOTS + head % capacity
                 elif monotonic_ns() > deadline:
                     break
             cpu, wall = time.thread_time() - c0, time.perf_counter() - t0

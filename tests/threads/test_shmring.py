@@ -212,6 +212,74 @@ def test_values_in_order_when_take_moves_the_tail_too(registry: aiocore.PluginRe
         r.close()
 
 
+def test_a_burst_is_one_callback_across_the_wrap(registry: aiocore.PluginRegistry) -> None:
+    """Values waiting when the hit is handled come in one on_items() call,
+    also when they straddle the end of the slots; each slot's sequence
+    number, not a stale one from the previous lap, says a value is there."""
+    r = ShmRing(capacity=4)
+    calls: list[list[int]] = []
+    try:
+        with _plain(registry, 0) as ctx:
+            ctx.sources.shmring.attach(r, calls.append)
+            value = 0
+            for burst in (1, 3, 4, 2, 4, 1, 3):
+                for _ in range(burst):
+                    assert r.push(value)
+                    value += 1
+                assert ctx.poll(False) is True
+                assert ctx.poll(False) is False  # nothing twice
+            assert [len(c) for c in calls] == [1, 3, 4, 2, 4, 1, 3]
+            assert [v for c in calls for v in c] == list(range(value))
+            assert r.pending() == 0
+    finally:
+        r.close()
+
+
+def test_a_nested_poll_in_the_callback_delivers_nothing_twice(
+    registry: aiocore.PluginRegistry,
+) -> None:
+    """on_items() may poll the context again; the cursor has moved before it
+    runs, so the nested poll sees only what was pushed since."""
+    r = ShmRing(capacity=4)
+    got: list[list[int]] = []
+    try:
+        with _plain(registry, 0) as ctx:
+
+            def on_items(values: list[int]) -> None:
+                got.append(values)
+                if values == [0]:
+                    assert ctx.poll(False) is False  # nothing new: no second [0]
+                    assert r.push(1)
+                    assert ctx.poll(False) is True  # [1], nested
+
+            ctx.sources.shmring.attach(r, on_items)
+            assert r.push(0)
+            assert ctx.poll(False) is True
+            assert got == [[0], [1]]
+    finally:
+        r.close()
+
+
+def test_a_take_between_the_hit_and_the_dispatch(registry: aiocore.PluginRegistry) -> None:
+    """A BH of the same poll() that takes the values itself: the hit's
+    io_poll_ready, dispatched after the BHs, then finds nothing and must not
+    deliver the taken values (or a stale slot) a second time."""
+    r = ShmRing(capacity=4)
+    got: list[int] = []
+    taken: list[int] = []
+    try:
+        with _plain(registry, 0) as ctx:
+            ctx.sources.shmring.attach(r, got.extend)
+            for i in range(12):
+                assert r.push(i)
+                ctx.bh_schedule_oneshot(lambda _: taken.extend(r.take()))
+                ctx.poll(False)
+                assert ctx.poll(False) is False
+            assert got == [] and taken == list(range(12))
+    finally:
+        r.close()
+
+
 def test_thread_producer_every_value_once_in_order(registry: aiocore.PluginRegistry) -> None:
     n = 20_000
     r = ShmRing(capacity=64)
