@@ -207,28 +207,46 @@ class TimerGroup:
                 self.armed -= 1
 
     def deadline_ns(self) -> int:
-        """Nanoseconds until the nearest expiry over the enabled clocks, or -1."""
+        """Nanoseconds until the nearest expiry over the enabled clocks, or -1.
+
+        ``poll()`` asks this before every blocking wait while a timer is
+        armed, so the usual case takes no lock: a clock with no live timer
+        is skipped on its count, and a live head entry is read as it is.
+        Without the lock a concurrent :meth:`arm` may push an earlier entry
+        just after the read; it notifies the context when it does (its entry
+        is then the earliest), and ``poll()`` announced its wait before
+        asking, so the wait returns at once (SPEC 6).  A concurrent disarm
+        merely makes the answer early.  Blank entries at a head are dropped
+        under the lock, as in :meth:`arm`.
+        """
         best = -1
         enabled = _clocks._enabled
-        with self._lock:
-            for clock, heap in enumerate(self._heaps):
-                if not enabled[clock]:
-                    continue
-                # Due entries an outer run set aside: the next run (a nested
-                # poll's) runs them, so a nested poll must not sleep.
-                if any(e[2] is not None for e in self._deferred[clock]):
-                    return 0
-                if not heap:
-                    continue
-                while heap and heap[0][2] is None:
-                    heapq.heappop(heap)
-                if not heap:
-                    continue
-                delta = heap[0][0] - CLOCK_READERS[clock]()
-                if delta < 0:
-                    delta = 0
-                if best < 0 or delta < best:
-                    best = delta
+        live = self._live
+        for clock in range(_NCLOCKS):
+            if not enabled[clock]:
+                continue
+            # Due entries an outer run set aside: the next run (a nested
+            # poll's) runs them, so a nested poll must not sleep.  They
+            # count as live, so this comes before the count's test.
+            deferred = self._deferred[clock]
+            if deferred and any(e[2] is not None for e in deferred):
+                return 0
+            if not live[clock]:
+                continue
+            heap = self._heaps[clock]
+            entry = heap[0] if heap else None
+            if entry is None or entry[2] is None:
+                with self._lock:
+                    while heap and heap[0][2] is None:
+                        heapq.heappop(heap)
+                    if not heap:
+                        continue
+                    entry = heap[0]
+            delta = entry[0] - CLOCK_READERS[clock]()
+            if delta < 0:
+                delta = 0
+            if best < 0 or delta < best:
+                best = delta
         return best
 
     def run(self) -> bool:
@@ -243,14 +261,22 @@ class TimerGroup:
         seq_limit = self._seq
         lock = self._lock
         enabled = _clocks._enabled
+        live = self._live
         for clock in range(_NCLOCKS):
             heap = self._heaps[clock]
             deferred = self._deferred[clock]
             if deferred:
                 self._restore(heap, deferred)
-            if not heap or not enabled[clock]:
-                continue
+            if not live[clock] or not enabled[clock]:
+                continue  # blank entries wait for the next arm() to drop them
             now = CLOCK_READERS[clock]()
+            # The usual end of every poll(): the head is live and not due.
+            # Read without the lock, as deadline_ns() reads it: a timer
+            # armed earlier meanwhile notifies, and the next poll() runs it.
+            if heap:
+                entry = heap[0]
+                if entry[0] > now and entry[2] is not None:
+                    continue
             try:
                 while True:
                     with lock:
