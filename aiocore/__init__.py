@@ -47,6 +47,7 @@ from ._errors import (
 from ._iothread import IOThread
 from ._notifier import EventNotifier
 from ._plugins import PluginRegistry, PluginWarning, default_registry
+from ._sources import check_home_thread
 from ._timers import Timer
 from ._wait import run_in_context, wait_while
 from .backend import (
@@ -87,6 +88,7 @@ __all__ = [
     "Timer",
     "UnknownBackendError",
     "__version__",
+    "check_home_thread",
     "clock_enable",
     "clock_enabled",
     "clock_get_ns",

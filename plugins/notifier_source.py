@@ -45,7 +45,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
-from aiocore import AioContext, EventNotifier, hookimpl
+from aiocore import AioContext, EventNotifier, check_home_thread, hookimpl
 
 __all__ = ["WAKE_BYTES", "NotifierSource", "Wakeup", "wake"]
 
@@ -149,7 +149,12 @@ class Wakeup:
         return self._notifier is None
 
     def close(self) -> None:
-        """Remove the handler, then close the notifier's fds.  Idempotent."""
+        """Remove the handler, then close the notifier's fds.  Idempotent.
+
+        From a thread other than the home thread (without ``ctx.acquire()``)
+        it raises ``RuntimeError`` and the wake-up stays open and registered.
+        """
+        check_home_thread(self._ctx, "close")
         n = self._notifier
         if n is None:
             return
@@ -167,7 +172,9 @@ class NotifierSource:
 
     All methods belong to the context's home thread (or a thread holding
     ``ctx.acquire()``); only :meth:`Wakeup.set` and :func:`wake` are for
-    other threads and processes.
+    other threads and processes.  From another thread, :meth:`new` and
+    :meth:`Wakeup.close` raise ``RuntimeError`` naming the method and make
+    or change nothing.
     """
 
     def __init__(self, ctx: AioContext) -> None:
@@ -185,12 +192,17 @@ class NotifierSource:
             :class:`~aiocore.EventNotifier`.
         :raises TypeError: *callback* is not callable, *kind* not a str.
         :raises ValueError: *kind* names no registered notifier.
+        :raises RuntimeError: the context is closed, or this is not its home
+            thread and it does not hold ``ctx.acquire()``; no fd is opened.
         """
         if not callable(callback):
             raise TypeError(
                 f"callback must be a callable, got {type(callback).__name__} {callback!r}"
             )
         ctx = self._ctx
+        if ctx.closed:
+            raise RuntimeError("this AioContext is closed")
+        check_home_thread(ctx, "new")  # before the notifier's fds are made
         notifier = EventNotifier(kind=kind, registry=ctx.registry)
         try:
             wakeup = Wakeup(self, notifier, callback)

@@ -16,6 +16,16 @@ abstract namespace).  Every callback runs in the context's home thread from
 ``poll()``; exceptions they raise go to the context's exception handler.
 Methods belong to the home thread too (or a thread holding ``ctx.acquire()``):
 to hand data over from another thread, use a BH or ``ctx.sources.notifier``.
+From any other thread, a method that makes, changes or closes a socket
+(``listen()``, ``connect()``, ``stream()``, ``datagram()``, and a stream's
+``start()``, ``pause_reading()``, ``resume_reading()``, ``write()``,
+``writelines()``, ``write_eof()``, ``close()``, ``abort()``, a datagram
+socket's ``send()`` and ``close()``, a listener's ``close()``) raises
+``RuntimeError`` naming itself, and changes nothing: it is refused before it
+makes a socket, sends a byte or touches a handler
+(:func:`aiocore.check_home_thread`).  ``write()`` is refused even when the
+kernel would take the bytes at once, so whether a call is allowed never
+depends on how fast the peer reads.
 
 **How a stream moves bytes, and why it is fast.**
 
@@ -97,7 +107,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
-from aiocore import SCALE_MS, AioContext, Clock, clock_get_ns, hookimpl
+from aiocore import SCALE_MS, AioContext, Clock, check_home_thread, clock_get_ns, hookimpl
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -504,6 +514,7 @@ class Stream:
         """
         if self._started:
             raise RuntimeError("start() was already called for this stream")
+        check_home_thread(self._ctx, "start")
         self._set_callbacks(on_data, on_eof, on_close, on_drain, None)
         if self._state != _CLOSED:
             self._update()
@@ -619,6 +630,7 @@ class Stream:
 
     def pause_reading(self) -> None:
         """Stop calling ``on_data`` until :meth:`resume_reading` (back-pressure)."""
+        check_home_thread(self._ctx, "pause_reading")
         if not self._read_paused:
             self._read_paused = True
             if self._state != _CLOSED:
@@ -626,6 +638,7 @@ class Stream:
 
     def resume_reading(self) -> None:
         """Undo :meth:`pause_reading`."""
+        check_home_thread(self._ctx, "resume_reading")
         if self._read_paused:
             self._read_paused = False
             if self._state != _CLOSED:
@@ -765,7 +778,12 @@ class Stream:
 
         A buffer that is not contiguous (``memoryview(b)[::2]``) is accepted
         and copied, its bytes in the order ``bytes(data)`` gives them.
+
+        From a thread other than the home thread (without ``ctx.acquire()``)
+        it raises ``RuntimeError`` before sending anything, even when the
+        kernel would take the bytes at once.
         """
+        check_home_thread(self._ctx, "write")
         if self._writes_direct:
             # The hot path: nothing queued, so try the kernel first.
             tp = type(data)
@@ -822,6 +840,7 @@ class Stream:
         (``on_close(exc)`` follows); the chunks after it are dropped with it
         and ``False`` is returned.
         """
+        check_home_thread(self._ctx, "writelines")
         try:
             items = list(chunks)
         except TypeError:
@@ -848,6 +867,7 @@ class Stream:
 
         Idempotent.  Further :meth:`write` calls raise :class:`StreamClosed`.
         """
+        check_home_thread(self._ctx, "write_eof")
         if self._state == _CLOSED or self._closing:
             raise self._closed_error("write_eof")
         if self._eof_pending:
@@ -874,6 +894,7 @@ class Stream:
         On a stream still connecting, the connect goes on only to send what
         was buffered; ``on_connect()`` does not run any more.  Idempotent.
         """
+        check_home_thread(self._ctx, "close")
         if self._state == _CLOSED or self._closing:
             return
         self._closing = True
@@ -885,6 +906,7 @@ class Stream:
 
     def abort(self) -> None:
         """Close now, discarding buffered bytes; ``on_close(None)`` follows.  Idempotent."""
+        check_home_thread(self._ctx, "abort")
         if self._state != _CLOSED:
             self._finish(None, True)
 
@@ -1046,6 +1068,7 @@ class Listener:
 
         A Unix-domain socket file the listener created is removed.  Idempotent.
         """
+        check_home_thread(self._ctx, "close")
         if self.closed:
             return
         self._source._live.pop(self, None)
@@ -1279,8 +1302,11 @@ class Datagram:
         ``(host, port, flowinfo, scope_id)``) with a host of the socket's
         family, or a str or path on a Unix-domain socket; ``None`` only on a
         connected socket.  Otherwise ``TypeError`` or ``ValueError`` naming
-        *address* is raised and nothing is sent or queued.
+        *address* is raised and nothing is sent or queued.  From a thread
+        other than the home thread (without ``ctx.acquire()``) it raises
+        ``RuntimeError`` and sends nothing.
         """
+        check_home_thread(self._ctx, "send")
         if self.closed:
             raise StreamClosed(f"send() on {self!r}")
         if not isinstance(data, bytes):
@@ -1305,6 +1331,7 @@ class Datagram:
 
     def close(self) -> None:
         """Close the socket, dropping queued datagrams; removes a socket file it bound."""
+        check_home_thread(self._ctx, "close")
         if self.closed:
             return
         self._source._live.pop(self, None)
@@ -1335,6 +1362,10 @@ class SocketSource:
 
     Everything made here belongs to the context: closed (without callbacks)
     when the context closes.  The source owns the sockets handed to it.
+    Methods belong to the home thread (or a thread holding ``ctx.acquire()``);
+    from another, they raise ``RuntimeError`` naming the method, after
+    checking their arguments and before they make a socket or change the one
+    handed to them.
     """
 
     def __init__(self, ctx: AioContext) -> None:
@@ -1381,6 +1412,7 @@ class SocketSource:
         high, low = _check_limits(high_water, low_water)
         if isinstance(address, socket.socket):
             sock = _check_socket(address, "address", socket.SOCK_STREAM)
+            check_home_thread(self._ctx, "listen")
             sock.setblocking(False)
             sock.listen(backlog)
             bound = None
@@ -1388,6 +1420,7 @@ class SocketSource:
             family, sockaddr = _resolve(
                 address, socket.SOCK_STREAM, passive=True, argname="address"
             )
+            check_home_thread(self._ctx, "listen")
             sock = _new_socket(family, socket.SOCK_STREAM)
             try:
                 if reuse_address and family != getattr(socket, "AF_UNIX", None):
@@ -1440,6 +1473,7 @@ class SocketSource:
             _check_callback(cb, name, optional=True)
         _check_callback(on_data, "on_data")
         family, sockaddr = _resolve(address, socket.SOCK_STREAM, passive=False, argname="address")
+        check_home_thread(self._ctx, "connect")
         sock = _new_socket(family, socket.SOCK_STREAM)
         try:
             code = sock.connect_ex(sockaddr)
@@ -1483,6 +1517,7 @@ class SocketSource:
         for cb, name in ((on_eof, "on_eof"), (on_close, "on_close"), (on_drain, "on_drain")):
             _check_callback(cb, name, optional=True)
         _check_callback(on_data, "on_data")
+        check_home_thread(self._ctx, "stream")
         sock.setblocking(False)
         stream = Stream(self, sock, _OPEN, high, low)
         stream._set_callbacks(on_data, on_eof, on_close, on_drain, None)
@@ -1535,6 +1570,7 @@ class SocketSource:
                 "are of different address families"
             )
         family = (local or remote)[0]  # type: ignore[index]
+        check_home_thread(self._ctx, "datagram")
         sock = _new_socket(family, socket.SOCK_DGRAM)
         try:
             if reuse_address:

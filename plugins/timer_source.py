@@ -77,7 +77,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
-from aiocore import AioContext, BackendUnavailable, Clock, Timer, clock_get_ns, hookimpl
+from aiocore import (
+    AioContext,
+    BackendUnavailable,
+    Clock,
+    Timer,
+    check_home_thread,
+    clock_get_ns,
+    hookimpl,
+)
 
 __all__ = [
     "CLOCKS",
@@ -322,8 +330,11 @@ class TimerHandle(abc.ABC):
     def cancel(self) -> None:
         """Stop the timer and release what it holds; the callback never runs again.
 
-        Idempotent, and safe from inside its own callback.
+        Idempotent, and safe from inside its own callback.  From a thread
+        other than the home thread (without ``ctx.acquire()``) it raises
+        ``RuntimeError`` and the timer goes on, whichever the mechanism.
         """
+        check_home_thread(self._source._ctx, "cancel")
         self._stop()
 
     @abc.abstractmethod
@@ -483,6 +494,11 @@ class TimerSource:
     outside is a ``ValueError`` naming the argument, and nothing is made.
 
     Methods belong to the home thread (or a thread holding ``ctx.acquire()``).
+    From another, :meth:`after`, :meth:`at`, :meth:`periodic` and
+    :meth:`TimerHandle.cancel` raise ``RuntimeError`` naming the method and
+    make or change nothing (no timerfd is opened), on both mechanisms: the
+    timer lists would allow it, but a program must not work on one platform
+    and fail on the next.
     """
 
     def __init__(self, ctx: AioContext) -> None:
@@ -507,7 +523,7 @@ class TimerSource:
     ) -> TimerHandle:
         """A one-shot timer that calls ``callback(0)`` *delay_ns* from now."""
         delay = _check_ns(delay_ns, "delay_ns", positive=False)
-        return self._make(callback, clock, mechanism, 0, delay, False)
+        return self._make("after", callback, clock, mechanism, 0, delay, False)
 
     def at(
         self,
@@ -528,7 +544,7 @@ class TimerSource:
         """
         deadline = _check_ns(deadline_ns, "deadline_ns", positive=False)
         interval = _check_ns(interval_ns, "interval_ns", positive=False)
-        return self._make(callback, clock, mechanism, interval, deadline, True)
+        return self._make("at", callback, clock, mechanism, interval, deadline, True)
 
     def periodic(
         self,
@@ -546,7 +562,7 @@ class TimerSource:
         """
         interval = _check_ns(interval_ns, "interval_ns", positive=True)
         first = interval if first_ns is None else _check_ns(first_ns, "first_ns", positive=False)
-        return self._make(callback, clock, mechanism, interval, first, False)
+        return self._make("periodic", callback, clock, mechanism, interval, first, False)
 
     @property
     def timers(self) -> list[TimerHandle]:
@@ -573,6 +589,7 @@ class TimerSource:
 
     def _make(
         self,
+        what: str,
         callback: TimerCallback,
         clock: str,
         mechanism: str | None,
@@ -608,6 +625,8 @@ class TimerSource:
             )
         if self._ctx.closed:
             raise RuntimeError("this AioContext is closed")
+        # Before the timerfd is made: a refused call leaves nothing behind.
+        check_home_thread(self._ctx, what)
         cls = _TimerfdHandle if mechanism == "timerfd" else _ListHandle
         handle = cls(self, clock, clockid, interval, callback, first, absolute)
         self._made[handle] = None
