@@ -91,7 +91,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from aiocore import AioContext, EventNotifier, hookimpl
+from aiocore import AioContext, EventNotifier, check_home_thread, hookimpl
 
 __all__ = [
     "RingAttachment",
@@ -427,7 +427,12 @@ class RingAttachment:
         return self._ring
 
     def detach(self) -> None:
-        """Remove the handler; the ring stays open (close it yourself).  Idempotent."""
+        """Remove the handler; the ring stays open (close it yourself).  Idempotent.
+
+        From a thread other than the home thread (without ``ctx.acquire()``)
+        it raises ``RuntimeError`` and the ring stays attached.
+        """
+        check_home_thread(self._ctx, "detach")
         ring, self._ring = self._ring, None
         if ring is None:
             return
@@ -445,7 +450,9 @@ class ShmRingSource:
     """``ctx.sources.shmring``: attach :class:`ShmRing` consumers to one context.
 
     Methods belong to the context's home thread (or a thread holding
-    ``ctx.acquire()``).
+    ``ctx.acquire()``).  From another thread, :meth:`attach` and
+    :meth:`RingAttachment.detach` raise ``RuntimeError`` naming the method
+    and change nothing.
     """
 
     def __init__(self, ctx: AioContext) -> None:
@@ -468,6 +475,7 @@ class ShmRingSource:
             )
         if any(a._ring is ring for a in self._made):
             raise ValueError(f"{ring!r} is already attached to this context")
+        check_home_thread(self._ctx, "attach")
         attachment = RingAttachment(self, ring, on_items)
         words = ring._live()
 

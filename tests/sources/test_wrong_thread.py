@@ -119,9 +119,6 @@ class Case:
     method: str
     setup: Callable[[AioContext, Peers], Setup]
     needs: str | None = None  # "unix", "timerfd", "shmring": skipped where missing
-    #: Why the refusal is known not to hold yet (a strict xfail: it fails
-    #: the run once it holds, so that the mark goes).
-    known_gap: str | None = None
 
 
 def _nothing(*_args: object) -> None:
@@ -404,12 +401,6 @@ def _detach(ctx: AioContext, peers: Peers) -> Setup:
     )
 
 
-_SHMRING_GAP = (
-    "the shmring source does not check the thread yet: attach() is refused by "
-    "set_fd_handler() and detach() half done (its module was being rewritten "
-    "when the other sources were fixed)"
-)
-
 CASES = [
     Case("socket.listen", "listen", _listen),
     Case("socket.listen[adopting a socket]", "listen", _listen_adopting),
@@ -433,8 +424,8 @@ CASES = [
     *_timer_cases(),
     Case("notifier.new", "new", _new),
     Case("Wakeup.close", "close", _wakeup_close),
-    Case("shmring.attach", "attach", _attach, "shmring", _SHMRING_GAP),
-    Case("RingAttachment.detach", "detach", _detach, "shmring", _SHMRING_GAP),
+    Case("shmring.attach", "attach", _attach, "shmring"),
+    Case("RingAttachment.detach", "detach", _detach, "shmring"),
 ]
 
 
@@ -461,11 +452,9 @@ def _everything(ctx: AioContext, state: Callable[[], object]) -> object:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_refused_from_another_thread_by_name_changing_nothing(
-    no_fd_leak: None, ctx: AioContext, peers: Peers, case: Case, request: pytest.FixtureRequest
+    no_fd_leak: None, ctx: AioContext, peers: Peers, case: Case
 ) -> None:
     _skip_unless_possible(case)
-    if case.known_gap is not None:
-        request.applymarker(pytest.mark.xfail(reason=case.known_gap, strict=True))
     try:
         call, state = case.setup(ctx, peers)
         before = _everything(ctx, state)
