@@ -47,7 +47,7 @@ from ._errors import (
 from ._iothread import IOThread
 from ._notifier import EventNotifier
 from ._plugins import PluginRegistry, PluginWarning, default_registry
-from ._sources import check_home_thread
+from ._sources import check_home_thread, close_newest_first
 from ._timers import Timer
 from ._wait import run_in_context, wait_while
 from .backend import (
@@ -92,6 +92,7 @@ __all__ = [
     "clock_enable",
     "clock_enabled",
     "clock_get_ns",
+    "close_newest_first",
     "co_enter",
     "co_reschedule_self",
     "co_schedule",

@@ -6,21 +6,24 @@ same object afterwards, so a context pays only for the sources it uses.  When
 the context closes, every source made for it is closed, newest first, so a
 source built on another one is closed before it.
 
-A helper for the sources themselves, exported by :mod:`aiocore`:
+Two helpers for the sources themselves, exported by :mod:`aiocore`:
 :func:`check_home_thread` refuses a call from the wrong thread, naming the
-method called, before anything is made or changed.
+method called, before anything is made or changed; :func:`close_newest_first`
+is a source's ``close()``: it releases every handle even if one raises.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ._context import AioContext
 
-__all__ = ["SourceNamespace", "check_home_thread"]
+__all__ = ["SourceNamespace", "check_home_thread", "close_newest_first"]
 
+_T = TypeVar("_T")
 _get_ident = threading.get_ident
 
 
@@ -83,6 +86,48 @@ def check_home_thread(ctx: AioContext, what: str) -> None:
         raise ValueError("what must name the method called, got an empty str")
     if not closed:
         ctx._check_thread(what)  # raises, with the core's message
+
+
+def close_newest_first(handles: Iterable[_T], close: Callable[[_T], object]) -> None:
+    """Call ``close(handle)`` for every handle, newest first; raise the first error at the end.
+
+    A source's ``close()`` runs when its context closes, and it is the last
+    chance to release what the source made: a timerfd or a pipe is a plain
+    fd number that no finalizer will ever close.  So one handle whose close
+    raises (a removal refused by the thread check, a backend error) must not
+    keep the others open.  Every handle is tried, even after one raised
+    (anything, ``KeyboardInterrupt`` included: the rest are still closed
+    before it propagates), and the first error is raised once all were; the
+    later ones are dropped.
+
+    *handles* is read once, into a list, before the first ``close()``: a
+    handle may remove itself from the collection it came from.  They are
+    closed in reverse order: a source keeps them oldest first (an
+    insertion-ordered ``dict``), so a handle built on an older one is closed
+    before it, as the context closes its sources.  Each ``close()`` should
+    release its own fds in a ``finally`` after removing its handler, so that
+    the one that raised is released too.
+
+    :param handles: the handles, oldest first.
+    :param close: called as ``close(handle)``.
+    :raises TypeError: *handles* is not iterable or *close* not callable.
+    """
+    if not callable(close):
+        raise TypeError(f"close must be a callable, got {type(close).__name__} {close!r}")
+    try:
+        it = iter(handles)
+    except TypeError:
+        raise TypeError(
+            f"handles must be an iterable, got {type(handles).__name__} {handles!r}"
+        ) from None
+    errors: list[BaseException] = []
+    for handle in reversed(list(it)):
+        try:
+            close(handle)
+        except BaseException as exc:  # re-raised below, after the others
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 class SourceNamespace:

@@ -45,7 +45,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
-from aiocore import AioContext, EventNotifier, check_home_thread, hookimpl
+from aiocore import AioContext, EventNotifier, check_home_thread, close_newest_first, hookimpl
 
 __all__ = ["WAKE_BYTES", "NotifierSource", "Wakeup", "wake"]
 
@@ -223,16 +223,9 @@ class NotifierSource:
 
         Every wake-up is closed even if closing one raised (one that raised
         has still closed its notifier's fds); the first error is raised at
-        the end.
+        the end (:func:`aiocore.close_newest_first`).
         """
-        errors: list[BaseException] = []
-        for wakeup in reversed(list(self._made)):
-            try:
-                wakeup.close()
-            except BaseException as exc:  # re-raised below, after the others
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_newest_first(self._made, Wakeup.close)
 
 
 def _factory(ctx: Any) -> NotifierSource:

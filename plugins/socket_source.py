@@ -107,7 +107,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
-from aiocore import SCALE_MS, AioContext, Clock, check_home_thread, clock_get_ns, hookimpl
+from aiocore import (
+    SCALE_MS,
+    AioContext,
+    Clock,
+    check_home_thread,
+    clock_get_ns,
+    close_newest_first,
+    hookimpl,
+)
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -1351,6 +1359,10 @@ class Datagram:
 # ---------------------------------------------------------------------------
 
 
+def _discard(obj: Stream | Listener | Datagram) -> None:
+    obj._discard()
+
+
 def _new_socket(family: int, socktype: int) -> socket.socket:
     sock = socket.socket(family, socktype)
     sock.setblocking(False)
@@ -1594,16 +1606,16 @@ class SocketSource:
         return list(self._live)
 
     def close(self) -> None:
-        """Close every socket of this source, without callbacks (the context is closing)."""
-        errors: list[BaseException] = []
-        for obj in reversed(list(self._live)):
-            try:
-                obj._discard()
-            except Exception as exc:
-                errors.append(exc)
-        self._live.clear()
-        if errors:
-            raise errors[0]
+        """Close every socket of this source, without callbacks (the context is closing).
+
+        Newest first; every socket is closed even if closing one raised (one
+        that raised has still closed its socket), and the first error is
+        raised at the end (:func:`aiocore.close_newest_first`).
+        """
+        try:
+            close_newest_first(self._live, _discard)
+        finally:
+            self._live.clear()
 
 
 def _factory(ctx: Any) -> SocketSource:

@@ -84,6 +84,7 @@ from aiocore import (
     Timer,
     check_home_thread,
     clock_get_ns,
+    close_newest_first,
     hookimpl,
 )
 
@@ -574,16 +575,9 @@ class TimerSource:
 
         Every timer is cancelled even if cancelling one raised (a timer that
         raised has still closed its timerfd); the first error is raised at
-        the end.
+        the end (:func:`aiocore.close_newest_first`).
         """
-        errors: list[BaseException] = []
-        for handle in reversed(list(self._made)):
-            try:
-                handle.cancel()
-            except BaseException as exc:  # re-raised below, after the others
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_newest_first(self._made, TimerHandle.cancel)
 
     # -- internals -----------------------------------------------------------
 
