@@ -91,7 +91,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from aiocore import AioContext, EventNotifier, check_home_thread, hookimpl
+from aiocore import AioContext, EventNotifier, check_home_thread, close_newest_first, hookimpl
 
 __all__ = [
     "RingAttachment",
@@ -553,9 +553,13 @@ class ShmRingSource:
         return list(self._made)
 
     def close(self) -> None:
-        """Detach every ring (the context is closing); the rings stay open."""
-        for attachment in reversed(list(self._made)):
-            attachment.detach()
+        """Detach every ring (the context is closing), newest first; the rings stay open.
+
+        Every ring is detached even if detaching one raised (one that raised
+        is still detached: only its handler's removal failed); the first
+        error is raised at the end (:func:`aiocore.close_newest_first`).
+        """
+        close_newest_first(self._made, RingAttachment.detach)
 
 
 def _factory(ctx: Any) -> ShmRingSource:

@@ -3,7 +3,7 @@
 The timer and notifier sources have their own tests of it
 (``test_close_cancels_every_timer_when_one_removal_raises``,
 ``test_close_closes_every_wakeup_when_one_removal_raises``); these cover the
-socket source, and the shared helper all three use,
+socket and shmring sources, and the shared helper they all use,
 :func:`aiocore.close_newest_first`.
 
 A removal is made to raise by replacing the context's ``set_fd_handler``
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiocore_plugins.shmring_source import ShmRing, shmring_unavailable_reason
 
 from aiocore import AioContext, close_newest_first
 from aiocore.testing import open_fds
@@ -119,6 +120,46 @@ def test_socket_source_close_goes_on_after_a_base_exception(
         assert open_fds() - before == {peer.fileno()}, "a socket stayed open"
     finally:
         peer.close()
+
+
+@pytest.mark.skipif(
+    shmring_unavailable_reason() is not None, reason=str(shmring_unavailable_reason())
+)
+def test_shmring_source_close_detaches_every_ring_when_one_removal_raises(
+    no_fd_leak: None, poll_ctx: AioContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() used to stop at the first ring whose detach raised.
+
+    The older rings stayed attached: their handlers registered, and each
+    ring refusing close() ("attached to a context: detach it before
+    closing") in the process that attached it.
+    """
+    ctx = poll_ctx
+    rings = [ShmRing(capacity=4) for _ in range(3)]
+    try:
+        src = ctx.sources.shmring
+        attachments = [src.attach(r, _nothing) for r in rings]
+        failing = rings[1].notifier
+        real = ctx.set_event_notifier
+
+        def set_event_notifier(notifier: Any, io_read: Any, *a: Any, **kw: Any) -> None:
+            if notifier is failing and io_read is None:
+                raise RuntimeError("cannot remove the middle ring")
+            real(notifier, io_read, *a, **kw)
+
+        monkeypatch.setattr(ctx, "set_event_notifier", set_event_notifier)
+        with pytest.raises(RuntimeError, match=r"^cannot remove the middle ring$"):
+            src.close()
+        assert [a.ring for a in attachments] == [None, None, None]
+        assert src.attachments == []
+        handlers = ctx.handler_fds()
+        assert rings[0].notifier.fileno() not in handlers
+        assert rings[2].notifier.fileno() not in handlers
+        monkeypatch.undo()
+    finally:
+        ctx.close()
+        for r in rings:
+            r.close()  # refused for a ring still attached
 
 
 # -- the helper ------------------------------------------------------------------
