@@ -1166,7 +1166,14 @@ class AioContext:
                 if self._sources is not None:
                     self._sources.close()
             finally:
-                self._release()
+                try:
+                    self._release()
+                finally:
+                    # After the BH queue's and timers' drop hooks: name the
+                    # coroutines left suspended here (they never resume).
+                    from ._coroutine import _context_closed
+
+                    _context_closed(self)
 
     def _release(self) -> None:
         """Release every resource; runs even if a plugin or source raised."""

@@ -53,6 +53,18 @@ Why the rules are what they are:
 * **Where a coroutine runs** is the context it was last entered in
   (``co.ctx``); :func:`co_wake` wakes it there.  Entering it in another
   context (``co_schedule(other, co)``) moves it.
+* **Nobody stranded silently.**  A context keeps, weakly, the coroutines
+  that live there (entered there last, not finished): :func:`_drive` files a
+  coroutine when it enters a context it did not run in before and takes it
+  out when it finishes, so the bookkeeping is per start, move and finish,
+  never per resume.  When the context closes, every one of them that is
+  suspended and not scheduled elsewhere is named in one warning on the
+  ``aiocore`` logger (see :func:`_context_closed`), whatever it waits on:
+  nothing can wake it there any more.  The coroutines the scheduled-BH and
+  sleep-timer warnings named are taken out first, so none is named twice.
+  One waiting in :meth:`CoMutex.lock` leaves the mutex's queue, and one that
+  had just been handed the mutex passes it on, so the mutex is never left
+  held by a coroutine that will not run.
 
 A coroutine that raises reports the exception through its context's exception
 handler (SPEC 12; default: logged), once, and keeps it for
@@ -119,6 +131,17 @@ _tls = threading.local()
 _wrapped: weakref.WeakSet[_PyCoroutine[Any, Any, Any]] = weakref.WeakSet()
 _wrapped_lock = threading.Lock()
 
+#: The coroutines living in each context (entered there last, not finished;
+#: see "Nobody stranded silently" above), by ``id(ctx)``, as weak references
+#: whose callback takes them out: an abandoned coroutine is not kept alive.
+#: Nor is the context: its closing forgets its entry, and so does a finalizer
+#: if it is collected unclosed.  A context's set is written by the driver in
+#: its home thread, read by its closing, and only discarded from elsewhere (a
+#: move): single set and dict operations, so no lock is needed.  (A first
+#: version, a WeakKeyDictionary of WeakSets under a lock, cost about 2 us per
+#: start and finish; this one about 0.4 us.)
+_residents: dict[int, set[weakref.ref[Coroutine]]] = {}
+
 
 def current_coroutine() -> Coroutine | None:
     """The :class:`Coroutine` running in this thread, or ``None`` (``qemu_coroutine_self``)."""
@@ -151,12 +174,15 @@ class Coroutine:
         "_ctx",
         "_deferred",
         "_exception",
+        "_home",
+        "_home_ref",
         "_lock",
         "_name",
         "_result",
         "_scheduled",
         "_state",
         "_token",
+        "_waiting_on",
         "_wakeup",
     )
 
@@ -189,10 +215,15 @@ class Coroutine:
         #: Context to schedule it into once it suspends (scheduled while running).
         self._deferred: AioContext | None = None
         self._ctx: AioContext | None = None
+        #: The set of _residents it is filed in (its context's), and its entry there.
+        self._home: set[weakref.ref[Coroutine]] | None = None
+        self._home_ref: weakref.ref[Coroutine] | None = None
         #: Coroutines entered (same context) while this one ran: QEMU's co_queue_wakeup.
         self._wakeup: list[Coroutine] = []
         #: Identifies the current sleep, so a late timer does not wake a later wait.
         self._token: object = None
+        #: The CoMutex whose lock() it is waiting in (for _context_closed()).
+        self._waiting_on: CoMutex | None = None
         self._result: Any = None
         self._exception: BaseException | None = None
 
@@ -328,15 +359,26 @@ def _dropped(args: list[tuple[AioContext, Coroutine]]) -> None:
     reach anyone who can act on it.  Each coroutine is left as it was
     before it was scheduled (not started, or suspended where it was), so it
     can be scheduled into another context.
+
+    One waiting in :meth:`CoMutex.lock` that had been handed the mutex (its
+    BH is the hand-over's wake-up) passes it on, and one that lived in the
+    closing context leaves the mutex's queue; both before it is unmarked, so
+    nobody can enter it meanwhile.  If it is scheduled again, ``lock()``
+    queues it again.  Those that lived in the closing context are not named
+    again by :func:`_context_closed`.
     """
-    for _ctx, co in args:
+    for ctx, co in args:
+        mutex = co._waiting_on
+        if mutex is not None:
+            mutex._forget_waiter(co, ctx, hand_on=True)
+    for ctx, co in args:
+        _unsettle(co, ctx)  # while it is marked: nobody moves it meanwhile
         with co._lock:
             co._scheduled = None
-    log.warning(
-        "%d coroutine(s) were scheduled into a context that closed before they ran; "
-        "they were not entered and are no longer scheduled (schedule them elsewhere): %s",
-        len(args),
-        ", ".join(repr(co) for _ctx, co in args),
+    _warn_lost(
+        [co for _ctx, co in args],
+        "scheduled into a context that closed before they ran; "
+        "they were not entered and are no longer scheduled (schedule them elsewhere)",
     )
 
 
@@ -403,6 +445,108 @@ def _enter(
         _drive(ctx, co)
 
 
+# -- where coroutines live, and what a closing context strands ---------------
+
+
+def _settle(co: Coroutine, ctx: AioContext) -> None:
+    """*co* enters *ctx*, where it did not run last: file it there, set ``co._ctx``.
+
+    Called by :func:`_drive` (in *ctx*'s home thread, with *co* running, so
+    nobody moves it meanwhile) on a coroutine's first entry and on a move
+    between contexts only, never on a plain resume.
+    """
+    old = co._home
+    if old is not None:
+        old.discard(co._home_ref)
+    home = _residents.get(id(ctx))
+    if home is None:
+        home = _residents[id(ctx)] = set()
+        weakref.finalize(ctx, _residents.pop, id(ctx), None).atexit = False
+    ref = weakref.ref(co, home.discard)
+    home.add(ref)
+    co._home = home
+    co._home_ref = ref
+    co._ctx = ctx
+
+
+def _finished(co: Coroutine) -> None:
+    """*co* finished (in the driver, which is running it): it lives nowhere now."""
+    home = co._home
+    if home is not None:
+        home.discard(co._home_ref)
+        co._home = co._home_ref = None
+
+
+def _unsettle(co: Coroutine, ctx: AioContext) -> None:
+    """A closing of *ctx* reported *co*: it no longer lives in *ctx*."""
+    home = _residents.get(id(ctx))
+    if home is not None:
+        home.discard(weakref.ref(co))
+
+
+def _stranded(co: Coroutine) -> bool:
+    """Suspended, and not scheduled anywhere: only its context could wake it."""
+    with co._lock:
+        return co._state == _SUSPENDED and co._scheduled is None
+
+
+def _claim_stranded(cos: list[Coroutine]) -> list[Coroutine]:
+    """Those of *cos* still living in their context and stranded; no longer living there.
+
+    A closing reports a coroutine once: the first report claims it.
+    """
+    claimed: list[Coroutine] = []
+    for co in cos:
+        ctx = co._ctx
+        home = None if ctx is None else _residents.get(id(ctx))
+        ref = weakref.ref(co)  # equal to its entry while it lives
+        if home is not None and ref in home and _stranded(co):
+            home.discard(ref)
+            claimed.append(co)
+    return claimed
+
+
+def _warn_lost(cos: list[Coroutine], what: str) -> None:
+    """The one warning a closing context gives about the coroutines it drops."""
+    log.warning("%d coroutine(s) were %s: %s", len(cos), what, ", ".join(repr(co) for co in cos))
+
+
+def _context_closed(ctx: AioContext) -> None:
+    """Called last by :meth:`AioContext.close`: name the coroutines stranded in *ctx*.
+
+    The scheduled-BH and sleep-timer hooks ran before (inside the BH queue's
+    and the timer group's ``close()``) and took out those they named.  What
+    is left and suspended waits on something else (:func:`yield_`,
+    :meth:`CoMutex.lock`): ``co_wake()`` refuses a closed context, so
+    nothing wakes it.  A coroutine scheduled into another context is not
+    stranded (it runs there), and one running is not suspended.  Those
+    waiting for a :class:`CoMutex` leave its queue, so an ``unlock()``
+    hands the mutex to a live waiter instead.  Never raises: ``close()``
+    must finish releasing whatever this does.
+    """
+    try:
+        home = _residents.pop(id(ctx), None)
+        if home is None:
+            return
+        cos = [co for ref in list(home) if (co := ref()) is not None]
+        home.clear()  # its entries' callbacks point back at it
+        stranded = [co for co in cos if _stranded(co)]
+        if not stranded:
+            return
+        _warn_lost(
+            stranded,
+            "suspended in a context that closed, waiting to be woken (yield_(), "
+            "CoMutex.lock()); they will never resume there, and left any CoMutex queue "
+            "(close a context after its coroutines finish)",
+        )
+        for co in stranded:
+            mutex = co._waiting_on
+            if mutex is not None:
+                mutex._forget_waiter(co, ctx, hand_on=False)
+    except Exception:
+        log.exception("naming the coroutines stranded in %r failed", ctx)
+
+
 # -- the driver --------------------------------------------------------------
 
 
@@ -447,7 +591,8 @@ def _drive(ctx: AioContext, first: Coroutine) -> None:
         with co._lock:
             co._scheduled = None
             co._state = _RUNNING
-        co._ctx = ctx
+        if co._ctx is not ctx:  # first entry, or a move: not a plain resume
+            _settle(co, ctx)
         co._token = None
         _tls.co = co
         try:
@@ -466,6 +611,7 @@ def _drive(ctx: AioContext, first: Coroutine) -> None:
             woken.clear()
         problems: list[BaseException] = []
         if finished:
+            _finished(co)
             co._result = result
             co._exception = exc
             if exc is not None:
@@ -565,14 +711,16 @@ def _sleep_dropped(args: list[tuple[Coroutine, object]]) -> None:
 
     Their timer is gone and their context is closed, so neither it nor a
     :func:`co_wake` can resume them: they stay suspended for ever, and
-    whatever they hold (a :class:`CoMutex`) with them.
+    whatever they hold (a :class:`CoMutex`) with them.  Not those also
+    scheduled (the scheduled-BH warning names them, or they run elsewhere).
     """
-    log.warning(
-        "%d coroutine(s) were sleeping in a context that closed; they will never "
-        "resume (close a context after its coroutines finish): %s",
-        len(args),
-        ", ".join(repr(co) for co, _token in args),
-    )
+    sleepers = _claim_stranded([co for co, _token in args])
+    if sleepers:
+        _warn_lost(
+            sleepers,
+            "sleeping in a context that closed; they will never resume "
+            "(close a context after its coroutines finish)",
+        )
 
 
 def sleep_ns(ns: int, clock: Clock = Clock.REALTIME) -> Awaitable[None]:
@@ -628,9 +776,12 @@ class CoMutex:
 
     A waiter woken by someone else before it was handed the mutex goes back
     to waiting; a waiter closed while waiting leaves the queue (and passes the
-    mutex on if it had just been handed it).  A waiter that cannot be entered (its
-    context closed) is skipped when the mutex is handed over, with a warning:
-    the mutex goes to the next waiter, or is unlocked.
+    mutex on if it had just been handed it).  So does a waiter whose context
+    closes (the warning that names it says so), or whose wake-up that
+    context's closing drops: the mutex is never left to a coroutine that will
+    not run.  A waiter that cannot be entered all the same (its context closed
+    while the mutex was being handed to it) is skipped, with a warning: the
+    mutex goes to the next waiter, or is unlocked.
     """
 
     __slots__ = ("_holder", "_lock", "_waiters")
@@ -660,6 +811,7 @@ class CoMutex:
             if holder is co:
                 raise RuntimeError(f"CoMutex is not recursive: {co!r} already holds it")
             self._waiters.append(co)
+            co._waiting_on = self
         try:
             while True:
                 await _YIELD
@@ -686,6 +838,8 @@ class CoMutex:
             if pass_on:
                 self._release()
             raise
+        finally:
+            co._waiting_on = None
 
     def unlock(self) -> None:
         """Release the mutex, handing it to the first waiter (``qemu_co_mutex_unlock``).
@@ -700,7 +854,7 @@ class CoMutex:
             raise RuntimeError(f"CoMutex.unlock() by {co!r}, but it is held by {holder!r}")
         self._release()
 
-    def _release(self) -> None:
+    def _release(self, closing: AioContext | None = None) -> None:
         """Hand the mutex to the first waiter that can be entered; else unlock it.
 
         The waiter is made the holder before it is woken, so nobody barges
@@ -711,6 +865,13 @@ class CoMutex:
         such a waiter is skipped, and left out of the queue (if it is ever
         entered elsewhere, ``lock()`` queues it again), and the skip is
         logged as a warning on the ``aiocore`` logger.
+
+        *closing*: the context whose ``close()`` hands the mutex on (see
+        :meth:`_forget_waiter`).  The next waiter is then always given a BH,
+        never entered inside ``close()``; one already scheduled is skipped
+        (that entry may be one ``close()`` is dropping; when it runs,
+        ``lock()`` queues it again), and so is one of the closing context,
+        without a warning: the closing names it.
         """
         skipped: list[tuple[Coroutine, Exception]] = []
         while True:
@@ -722,11 +883,16 @@ class CoMutex:
             ctx = nxt._ctx
             assert ctx is not None  # it ran lock(), so it was entered
             try:
-                # quiet: a waiter already scheduled (woken spuriously) will
-                # run anyway and find that it holds the mutex now.
-                _enter(ctx, nxt, "CoMutex.unlock", quiet=True)
-            except Exception as exc:  # its context is closed
-                skipped.append((nxt, exc))  # still the holder: nobody can barge in
+                if closing is None:
+                    # quiet: a waiter already scheduled (woken spuriously) will
+                    # run anyway and find that it holds the mutex now.
+                    _enter(ctx, nxt, "CoMutex.unlock", quiet=True)
+                elif _mark(nxt, ctx, "CoMutex hand-over by close()") == _POST:
+                    _post(ctx, nxt)
+            except Exception as exc:  # its context is closed (or it is scheduled)
+                # Still the holder meanwhile: nobody can barge in.
+                if closing is None or (ctx is not closing and nxt._scheduled is None):
+                    skipped.append((nxt, exc))
                 continue
             break
         if skipped:
@@ -736,6 +902,29 @@ class CoMutex:
                 len(skipped),
                 "; ".join(f"{co!r}: {exc}" for co, exc in skipped),
             )
+
+    def _forget_waiter(self, co: Coroutine, closing: AioContext, *, hand_on: bool) -> None:
+        """*co*, waiting in :meth:`lock`, was dropped by *closing*'s ``close()``.
+
+        If it lives in *closing* (nothing can wake it there), it leaves the
+        queue.  If it had been handed the mutex and *hand_on* (its wake-up,
+        a BH, was dropped; it is still marked, so nobody enters it
+        meanwhile), the mutex goes to the next waiter, or is unlocked.  With
+        *co* unmarked (stranded) a hand-over is left to the ``unlock()``
+        under way, which finds *co* cannot be entered.  Either way, if *co*
+        is ever entered elsewhere, :meth:`lock` queues it again.
+        """
+        with self._lock:
+            if self._holder is not co:
+                if co._ctx is closing:
+                    try:
+                        self._waiters.remove(co)
+                    except ValueError:
+                        pass
+                return
+            if not hand_on:
+                return
+        self._release(closing)
 
     async def __aenter__(self) -> CoMutex:
         await self.lock()
