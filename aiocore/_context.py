@@ -797,7 +797,9 @@ class AioContext:
             progress = False
             hit_ns = hit_node = None
             if pollmode.ns and timeout and not table.poll_disable_cnt:
-                window = pollmode.ns if timeout < 0 else min(timeout, pollmode.ns)
+                window = pollmode.ns
+                if 0 < timeout < window:  # no min(): a builtin's call, every poll
+                    window = timeout
                 if not pollmode.started:
                     self._set_poll_started(True)
                 now = poll_start = monotonic_ns()
@@ -954,7 +956,7 @@ class AioContext:
                 # A timer weeks away (or at "never", 2**63 - 1) waits at most
                 # MAX_WAIT_NS, which every backend's system call accepts; the
                 # wait then ends with nothing to do and the next poll() goes on.
-                timeout = min(deadline, MAX_WAIT_NS)
+                timeout = deadline if deadline < MAX_WAIT_NS else MAX_WAIT_NS
         return timeout
 
     def _maintain_backend(self) -> None:

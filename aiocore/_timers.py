@@ -126,6 +126,7 @@ class TimerGroup:
     """The timer lists of one context (QEMU's ``QEMUTimerListGroup``)."""
 
     __slots__ = (
+        "_active",
         "_deferred",
         "_heaps",
         "_live",
@@ -145,6 +146,11 @@ class TimerGroup:
         self._lock = threading.Lock()
         self._heaps: list[list[_Entry]] = [[] for _ in range(_NCLOCKS)]
         self._live = [0] * _NCLOCKS
+        #: The clocks with a live timer, in clock order: what deadline_ns()
+        #: and run(), called around every poll() while a timer is armed,
+        #: look at.  Replaced (never mutated) under the lock when a count
+        #: goes to or from 0, so a reader without the lock sees a whole one.
+        self._active: tuple[int, ...] = ()
         #: Per clock: due entries a run set aside because they were armed
         #: during it.  Shared by nested runs, which put them back first.
         self._deferred: list[list[_Entry]] = [[] for _ in range(_NCLOCKS)]
@@ -185,6 +191,8 @@ class TimerGroup:
             heapq.heappush(heap, entry)
             self._live[clock] += 1
             self.armed += 1
+            if old is None and self._live[clock] == 1:
+                self._refresh_active()
             # Blank entries (deleted or moved timers) at the head do not
             # count: drop them, so "earliest" means no live timer precedes.
             while heap[0][2] is None:
@@ -205,13 +213,20 @@ class TimerGroup:
                 timer._entry = None
                 self._live[timer._clock] -= 1
                 self.armed -= 1
+                if not self._live[timer._clock]:
+                    self._refresh_active()
+
+    def _refresh_active(self) -> None:
+        # Under the lock, when a clock's live count went to or from 0.
+        live = self._live
+        self._active = tuple(c for c in range(_NCLOCKS) if live[c])
 
     def deadline_ns(self) -> int:
         """Nanoseconds until the nearest expiry over the enabled clocks, or -1.
 
         ``poll()`` asks this before every blocking wait while a timer is
-        armed, so the usual case takes no lock: a clock with no live timer
-        is skipped on its count, and a live head entry is read as it is.
+        armed, so the usual case takes no lock: only the clocks with a
+        live timer are looked at, and a live head entry is read as it is.
         Without the lock a concurrent :meth:`arm` may push an earlier entry
         just after the read; it notifies the context when it does (its entry
         is then the earliest), and ``poll()`` announced its wait before
@@ -221,18 +236,15 @@ class TimerGroup:
         """
         best = -1
         enabled = _clocks._enabled
-        live = self._live
-        for clock in range(_NCLOCKS):
+        for clock in self._active:
             if not enabled[clock]:
                 continue
-            # Due entries an outer run set aside: the next run (a nested
-            # poll's) runs them, so a nested poll must not sleep.  They
-            # count as live, so this comes before the count's test.
+            # Due entries an outer run set aside (they count as live): the
+            # next run (a nested poll's) runs them, so a nested poll must
+            # not sleep.
             deferred = self._deferred[clock]
             if deferred and any(e[2] is not None for e in deferred):
                 return 0
-            if not live[clock]:
-                continue
             heap = self._heaps[clock]
             entry = heap[0] if heap else None
             if entry is None or entry[2] is None:
@@ -261,14 +273,16 @@ class TimerGroup:
         seq_limit = self._seq
         lock = self._lock
         enabled = _clocks._enabled
-        live = self._live
-        for clock in range(_NCLOCKS):
+        # Only clocks with a live timer: entries set aside by an outer run
+        # are live, so their clock is here.  A snapshot: a clock a callback
+        # arms first waits for the next run, as its timer would anyway.
+        for clock in self._active:
             heap = self._heaps[clock]
             deferred = self._deferred[clock]
             if deferred:
                 self._restore(heap, deferred)
-            if not live[clock] or not enabled[clock]:
-                continue  # blank entries wait for the next arm() to drop them
+            if not enabled[clock]:
+                continue
             now = CLOCK_READERS[clock]()
             # The usual end of every poll(): the head is live and not due.
             # Read without the lock, as deadline_ns() reads it: a timer
@@ -299,6 +313,8 @@ class TimerGroup:
                             entry[2] = None
                             self._live[clock] -= 1
                             self.armed -= 1
+                            if not self._live[clock]:
+                                self._refresh_active()
                             break
                     if timer is None:
                         break
@@ -339,6 +355,7 @@ class TimerGroup:
             for deferred in self._deferred:
                 deferred.clear()
             self._live = [0] * _NCLOCKS
+            self._active = ()
             self.armed = 0
         if dropped:
             call_drop_hooks(dropped, "a context's timers")
