@@ -293,8 +293,9 @@ class BHQueue:
                 bh._taken = batch
                 if not bh._idle:
                     progress = True
+                cb = bh._cb  # see _context.poll() on calling a slot's callable
                 try:
-                    bh._cb(bh._opaque)
+                    cb(bh._opaque)
                 except Exception as exc:
                     # What the handler raised (from a nested poll(), or a
                     # coroutine's driver) is passed on by _on_error itself.

@@ -319,8 +319,9 @@ class TimerGroup:
                     if timer is None:
                         break
                     progress = True
+                    cb = timer._cb  # see _context.poll() on calling a slot's callable
                     try:
-                        timer._cb(timer._opaque)
+                        cb(timer._opaque)
                     except Exception as exc:
                         self._on_error(exc)
             finally:
