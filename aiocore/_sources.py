@@ -154,15 +154,18 @@ class SourceNamespace:
         return sorted(self._ctx.registry.sources)
 
     def close(self) -> None:
-        """Close every source made for this context, newest first."""
-        errors: list[BaseException] = []
-        for obj in reversed(list(self._made.values())):
-            close = getattr(obj, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    errors.append(exc)
+        """Close every source made for this context, newest first.
+
+        Each source is tried even if an earlier one raised, anything
+        included (see :func:`close_newest_first`); the first error is raised
+        after all were.
+        """
+        made = list(self._made.values())
         self._made.clear()
-        if errors:
-            raise errors[0]
+        close_newest_first(made, _close_source)
+
+
+def _close_source(obj: object) -> None:
+    close = getattr(obj, "close", None)
+    if close is not None:
+        close()

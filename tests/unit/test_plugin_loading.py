@@ -591,3 +591,33 @@ def test_a_backend_update_bug_is_a_plugin_error_and_changes_nothing() -> None:
         Buggy.armed = False
         a.close()
         b.close()
+
+
+def test_every_source_is_closed_even_after_a_base_exception() -> None:
+    """A context closes its sources newest first; one whose close() raises,
+    even a BaseException, does not keep the older ones open, and the first
+    error is raised once all were tried."""
+    closed: list[str] = []
+
+    class Source:
+        def __init__(self, name: str, exc: BaseException | None) -> None:
+            self.name, self.exc = name, exc
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.exc is not None:
+                raise self.exc
+
+    def register_sources(register: Any) -> None:
+        register("older", lambda ctx: Source("older", None))
+        register("middle", lambda ctx: object())  # no close(): skipped
+        register("newer", lambda ctx: Source("newer", KeyboardInterrupt()))
+
+    plugin = types.SimpleNamespace(aiocore_register_sources=register_sources)
+    reg = PluginRegistry(autoload=False, env={}, plugins=[("src", plugin)])
+    ctx = aiocore.AioContext(registry=reg)
+    ctx.sources.older, ctx.sources.middle, ctx.sources.newer  # noqa: B018
+    with pytest.raises(KeyboardInterrupt):
+        ctx.close()
+    assert closed == ["newer", "older"]
+    assert ctx.closed
