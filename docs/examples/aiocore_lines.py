@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from aiocore import AioContext, hookimpl
+from aiocore import AioContext, check_home_thread, close_newest_first, hookimpl
 
 LineCallback = Callable[[bytes | None], object]
 
@@ -23,11 +23,13 @@ class LineReader:
         self._watched: dict[int, tuple[bytearray, LineCallback]] = {}
 
     def watch(self, fd: int, on_line: LineCallback) -> None:
+        check_home_thread(self._ctx, "watch")  # before anything changes
         os.set_blocking(fd, False)
         self._watched[fd] = (bytearray(), on_line)
         self._ctx.set_fd_handler(fd, io_read=self._readable, opaque=fd)
 
     def unwatch(self, fd: int) -> None:
+        check_home_thread(self._ctx, "unwatch")
         if self._watched.pop(fd, None) is not None:
             self._ctx.set_fd_handler(fd, None)
 
@@ -50,9 +52,9 @@ class LineReader:
             on_line(bytes(line))
 
     def close(self) -> None:
-        # Called by ctx.close(), while the context still works.
-        for fd in list(self._watched):
-            self.unwatch(fd)
+        # Called by ctx.close(), while the context still works: every fd is
+        # unwatched even if unwatching one raises.
+        close_newest_first(self._watched, self.unwatch)
 
 
 @hookimpl
