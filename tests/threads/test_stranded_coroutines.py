@@ -61,6 +61,20 @@ async def _wait_forever() -> None:
     await yield_()  # nobody wakes it in these tests
 
 
+async def _hold_once(m: CoMutex) -> None:
+    """The mutex's holder in these tests: lock, yield once, unlock."""
+    await m.lock()
+    await yield_()
+    m.unlock()
+
+
+async def _take_turn(m: CoMutex, order: list[str], tag: str) -> None:
+    """A waiter: lock, note its turn in *order*, unlock."""
+    await m.lock()
+    order.append(tag)
+    m.unlock()
+
+
 # -- named, whatever it waits on ------------------------------------------------
 
 
@@ -83,17 +97,12 @@ def test_a_comutex_waiter_is_named_and_leaves_the_queue(
     m = CoMutex()
     got: list[str] = []
 
-    async def holder() -> None:
-        await m.lock()
-        await yield_()
-        m.unlock()
-
     async def waiter() -> None:
         async with m:
             got.append("waiter")
 
     doomed = AioContext(registry=registry)
-    h = Coroutine(holder(), name="holder")
+    h = Coroutine(_hold_once(m), name="holder")
     co_enter(plain, h)
     w = Coroutine(waiter(), name="waiter")
     co_enter(doomed, w)
@@ -165,22 +174,12 @@ def test_a_waiter_in_an_iothread_that_stops_hands_the_queue_to_a_live_waiter(
     m = CoMutex()
     order: list[str] = []
 
-    async def holder() -> None:
-        await m.lock()
-        await yield_()
-        m.unlock()
-
-    async def waiter(tag: str) -> None:
-        await m.lock()
-        order.append(tag)
-        m.unlock()
-
     io = iothreads()
-    h = Coroutine(holder(), name="holder")
+    h = Coroutine(_hold_once(m), name="holder")
     co_enter(plain, h)
-    w = Coroutine(waiter("io"), name="io-waiter")
+    w = Coroutine(_take_turn(m, order, "io"), name="io-waiter")
     run_in_context(io.ctx, co_enter, io.ctx, w, timeout=10)  # waits, first in line
-    c = Coroutine(waiter("main"), name="main-waiter")
+    c = Coroutine(_take_turn(m, order, "main"), name="main-waiter")
     co_enter(plain, c)  # waits behind it
     with caplog.at_level(logging.WARNING, logger="aiocore"):
         io.stop(timeout=10)
@@ -206,23 +205,13 @@ def test_a_comutex_handed_to_a_waiter_whose_context_closes_is_passed_on(
     m = CoMutex()
     order: list[str] = []
 
-    async def holder() -> None:
-        await m.lock()
-        await yield_()
-        m.unlock()
-
-    async def waiter(tag: str) -> None:
-        await m.lock()
-        order.append(tag)
-        m.unlock()
-
     doomed = AioContext(registry=registry)
-    a = Coroutine(holder(), name="holder")
+    a = Coroutine(_hold_once(m), name="holder")
     co_enter(plain, a)
-    b = Coroutine(waiter("b"), name="b")
+    b = Coroutine(_take_turn(m, order, "b"), name="b")
     co_enter(doomed, b)
     if next_waiter:
-        c = Coroutine(waiter("c"), name="c")
+        c = Coroutine(_take_turn(m, order, "c"), name="c")
         co_enter(plain, c)
     co_wake(a)  # hands m to b: b is the holder, its BH is queued in doomed
     assert b.scheduled and "held by <Coroutine 'b'" in repr(m)
