@@ -328,6 +328,23 @@ def run_until(
     return polls
 
 
+@contextlib.contextmanager
+def _from_another_thread(fn: Callable[[], object], delay: float = 0.02) -> Iterator[None]:
+    """Call *fn* from another thread *delay* seconds in, while the body waits.
+
+    The body is the home thread blocking in ``poll()``: only *fn* (a
+    ``notify()``, a ``schedule()``, a handler change under ``acquire()``)
+    can end that wait early.  The thread is joined on the way out, with a
+    bound, so a test never leaves it behind.
+    """
+    timer = threading.Timer(delay, fn)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join(DEADLINE_S)
+
+
 def _poll_for(ctx: AioContext, seconds: float, *, max_polls: int = 1000) -> int:
     """Keep polling for *seconds* (to show that nothing more happens); return the polls."""
     deadline = time.monotonic() + seconds
@@ -907,13 +924,9 @@ class BackendConformance(_Kit):
             notified.set()
             backend_ctx.notify()
 
-        timer = threading.Timer(0.02, wake)
         spy.reset()
-        timer.start()
-        try:
+        with _from_another_thread(wake):
             backend_ctx.poll(True)
-        finally:
-            timer.join()
         assert spy.timeouts[:1] == [-1], spy.timeouts
         assert notified.is_set(), (
             "wait(-1) returned before anything woke it (is -1 taken as 'no limit'?)"
@@ -959,15 +972,11 @@ class BackendConformance(_Kit):
         ran: list[int] = []
         bh = backend_ctx.bh_new(lambda _o: ran.append(1))
         backend_ctx.poll(False)
-        timer = threading.Timer(0.02, bh.schedule)
-        timer.start()
-        try:
+        with _from_another_thread(bh.schedule):
             # The guard is 4 s: only the wake-up can end the first wait sooner.
             polls = run_until(
                 backend_ctx, lambda: bool(ran), guard_ms=4000, timeout=8, what="the BH"
             )
-        finally:
-            timer.join(DEADLINE_S)
         assert polls <= 3, f"{polls} polls: the guard timer, not the wake-up, ended the wait"
         bh.delete()
 
@@ -986,14 +995,10 @@ class BackendConformance(_Kit):
             finally:
                 backend_ctx.release()
 
-        timer = threading.Timer(0.02, add)
-        timer.start()
-        try:
+        with _from_another_thread(add):
             polls = run_until(
                 backend_ctx, lambda: bool(seen), guard_ms=2000, timeout=4, what="io_read"
             )
-        finally:
-            timer.join(DEADLINE_S)
         assert polls <= 4, f"{polls} polls: the change did not wake the wait, or was not applied"
 
     # -- closed fds and close() ----------------------------------------------
