@@ -8,8 +8,10 @@ the test controls (an exact grow/shrink sequence of ``poll_ns``); the default
 ``io_poll_begin``/``io_poll_end`` on transitions only; a handler without
 ``io_poll`` disabling poll mode (external ones too, even while disabled); the
 notifier's own hit ending the busy loop without progress; polling time
-subtracted from the timeout; ``io_poll_ready``; and the rule that a
-non-blocking poll where every handler has ``io_poll`` makes no system call.
+subtracted from the timeout; ``io_poll_ready``; the rule that a
+non-blocking poll where every handler has ``io_poll`` makes no system call;
+and the lone handler's hit dispatched straight from the busy round (only when
+nothing may come first, a notification made by the callback kept).
 """
 
 from __future__ import annotations
@@ -923,3 +925,132 @@ def test_a_hit_survives_an_exception_before_its_dispatch(
     assert state.ready_calls == 1
     assert ctx.poll(False) is False
     assert state.ready_calls == 1
+
+
+# -- the lone handler's hit, dispatched straight from the busy round --------------------
+#
+# With one pollable handler and nothing else for SPEC 2 steps 5-8 to do before
+# its io_poll_ready (no wait needed, no BH), poll() withdraws the announcement
+# and calls io_poll_ready from the busy round.  It tests that condition once,
+# before spinning, and relies on notify() for anything that changes it
+# meanwhile.  These tests fail if the direct way ran when it must not, or
+# dropped part of steps 6-8.
+
+
+def _ready_handler(
+    ctx: AioContext, h: PollHandler, io_poll_ready: Callable[[object], object]
+) -> None:
+    ctx.set_fd_handler(h.r, h.rec.cb("read"), None, h.io_poll, "op", io_poll_ready=io_poll_ready)
+    ctx.poll(False)  # takes the change's notification
+
+
+def test_a_notify_from_a_directly_dispatched_io_poll_ready_is_kept(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """A notify() made by io_poll_ready comes after step 6 (SPEC 6): the next
+    poll(True) must find it and return at once, not spin and then sleep
+    until the guard; the announcement must be withdrawn exactly once."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    state = ReadyState(ctx, h, level=False)
+
+    def ready(opaque: object) -> None:
+        state.ready(opaque)
+        ctx.notify()
+
+    guard = Guard(ctx, 5000)  # before the poll(False) that takes its notify
+    _ready_handler(ctx, h, ready)
+    try:
+        state.pending = True
+        assert ctx.poll(True) is True
+        assert state.ready_calls == 1
+        assert ctx._notify_me == 0
+        assert ctx.poll(True) is False  # the kept notification: no progress, no sleep
+        assert not guard.fired
+        assert ctx._notify_me == 0
+    finally:
+        guard.cancel()
+
+
+def test_a_bh_scheduled_by_io_poll_runs_before_the_hits_io_poll_ready(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """io_poll schedules a BH and reports work in the same call: SPEC 2 step 8
+    runs BHs first, so the hit must not take the direct way (the BH's
+    notify() tells it so)."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    order: list[str] = []
+    bh = ctx.bh_new(lambda _o: order.append("bh"))
+    _ready_handler(ctx, h, lambda _o: order.append("ready"))
+    start = h.polls
+
+    def result() -> bool:
+        if h.polls == start + 3:
+            bh.schedule()
+            return True
+        return False
+
+    h.result = result
+    try:
+        assert ctx.poll(True) is True
+        assert order == ["bh", "ready"]
+    finally:
+        bh.delete()
+
+
+def test_a_handler_removed_by_its_own_io_poll_gets_no_io_poll_ready(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """io_poll removes its own handler and reports work: the removal's
+    notify() keeps the hit off the direct way, whose io_poll_ready would
+    run for a removed handler."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    ready: list[object] = []
+    _ready_handler(ctx, h, ready.append)
+    start = h.polls
+
+    def result() -> bool:
+        if h.polls == start + 3:
+            ctx.set_fd_handler(h.r, None)
+            return True
+        return False
+
+    h.result = result
+    assert ctx.poll(True) is True  # io_poll returned true
+    assert ready == []
+    assert h.r not in ctx.handler_fds()
+
+
+@pytest.mark.parametrize("reraise", [False, True])
+def test_an_exception_from_a_directly_dispatched_io_poll_ready(
+    ctx: AioContext, handlers: Callable[..., PollHandler], reraise: bool
+) -> None:
+    """It goes to the exception handler like any callback's; re-raised, it
+    leaves poll() with the announcement withdrawn once, and the next hit is
+    dispatched as before."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    state = ReadyState(ctx, h, level=False)
+    log = ExcLog(reraise=reraise)
+    ctx.set_exception_handler(log)
+
+    def ready(opaque: object) -> None:
+        state.ready(opaque)
+        if state.ready_calls == 1:
+            raise ValueError("ready boom")
+
+    _ready_handler(ctx, h, ready)
+    state.pending = True
+    if reraise:
+        with pytest.raises(ValueError, match="ready boom"):
+            ctx.poll(True)
+    else:
+        assert ctx.poll(True) is True
+    assert [str(e) for e in log.seen] == ["ready boom"]
+    assert ctx._notify_me == 0
+    state.pending = True
+    assert ctx.poll(True) is True
+    assert state.ready_calls == 2
+    assert ctx._notify_me == 0
