@@ -17,21 +17,25 @@ anyone through :meth:`notify`).
 * A waker first publishes its work (queues a BH, arms a timer, changes a
   handler), **then** sets ``_notified``, **then** reads ``_notify_me``, and
   kicks the internal notifier's fd only if it is non-zero.
-* The poller first raises ``_notify_me``, **then** computes its timeout
-  (reading the BH queue and the timer heads) and checks ``_notified``, **then**
-  sleeps.
+* The poller computes its timeout (reading the BH queue and the timer
+  heads) and busy-polls, testing ``_notified`` every round; only if it is
+  then about to sleep does it raise ``_notify_me``, **then** test
+  ``_notified`` (a set one makes the timeout 0), **then** sleep.  This is
+  QEMU 5.1's late announcement, which SPEC 6 allows: a ``notify()`` while
+  the loop computes or spins costs no system call.
 
-If the waker read ``_notify_me == 0``, the poller had not raised it yet, so
-everything the poller reads afterwards comes after the waker's stores: its
-timeout computation sees the published work (timeout 0), and for work the
-core cannot see (a flag the caller tests between polls, ``wait_while``'s
-condition) its check of ``_notified`` before sleeping makes the timeout 0.
-If the waker read it non-zero, it kicks the fd and the sleep returns.  Either
-way the poller does not sleep past published work.  After the wait the
+If the poller's test after raising ``_notify_me`` read ``_notified`` false,
+the waker's store to ``_notified`` came after that test, so its read of
+``_notify_me`` came after the raise: it kicks the fd and the sleep returns.
+If the test read it true, the poller does not sleep.  Work published before
+the poller computed its timeout is in the timeout.  Either way the poller
+does not sleep past published work, including work the core cannot see (a
+flag the caller tests between polls, ``wait_while``'s condition), since
+every waker sets ``_notified``.  After the wait the
 poller accepts the notification (clears ``_notified``, drains the fd if it
 was kicked) *before* it runs BHs, dispatches and runs timers, so work
 published after the accept is handled in this pass or seen by the next
-timeout computation; a kick that lands after the drain only causes one
+poll; a kick that lands after the drain only causes one
 spurious, harmless wake-up, never a lost one.  ``tests/threads`` checks this
 under every single-preemption interleaving of the two sides, line by line.
 
@@ -782,10 +786,12 @@ class AioContext:
         table = self._table
         pollmode = self._pollmode
         start = monotonic_ns() if pollmode.max_ns else 0
-        # 2. Announce a blocking poll before reading any state (SPEC 6).
-        announced = blocking
-        if blocking:
-            self._notify_me += 2
+        # 2. The announcement (SPEC 6) comes late, in step 5, and only if
+        # this poll is about to sleep (QEMU 5.1's optimisation, which SPEC 6
+        # allows): while it computes its timeout or busy-polls, notify() only
+        # sets _notified, which poll mode tests every round and step 5 tests
+        # after announcing, and writes no eventfd.
+        announced = False
         self._depth += 1
         try:
             # 3. How long may we sleep?  (A scheduled BH answers at once.)
@@ -844,11 +850,9 @@ class AioContext:
                         try:
                             if io_poll(opaque):  # type: ignore[misc]
                                 if may_direct and not self._notified:
-                                    # Steps 5 (no wait), 6 (withdraw the
-                                    # announcement; there is no notification
-                                    # to accept) and 7; step 8 follows.
-                                    self._notify_me -= 2
-                                    announced = False
+                                    # Steps 5 (no wait), 6 (nothing announced
+                                    # to withdraw, no notification to accept)
+                                    # and 7; step 8 follows.
                                     if now > grow_after:
                                         pollmode.adjust(now - start)
                                     direct = True
@@ -906,6 +910,13 @@ class AioContext:
                     if hit_node is not None:  # see step 8
                         self._add_poll_ready(hit_node)
                         hit_node = None
+                    if timeout:  # only a blocking poll has one: it may sleep
+                        # Announce, then test _notified, then sleep: see
+                        # the module docstring for why no wake-up is lost.
+                        self._notify_me += 2
+                        announced = True
+                        if self._notified:
+                            timeout = 0
                     events = backend.wait(timeout)
                 else:
                     events = _NO_EVENTS

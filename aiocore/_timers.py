@@ -229,8 +229,8 @@ class TimerGroup:
         live timer are looked at, and a live head entry is read as it is.
         Without the lock a concurrent :meth:`arm` may push an earlier entry
         just after the read; it notifies the context when it does (its entry
-        is then the earliest), and ``poll()`` announced its wait before
-        asking, so the wait returns at once (SPEC 6).  A concurrent disarm
+        is then the earliest), and ``poll()`` tests that notification after
+        announcing its wait, so it does not sleep (SPEC 6).  A concurrent disarm
         merely makes the answer early.  Blank entries at a head are dropped
         under the lock, as in :meth:`arm`.
         """

@@ -10,8 +10,9 @@ the test controls (an exact grow/shrink sequence of ``poll_ns``); the default
 notifier's own hit ending the busy loop without progress; polling time
 subtracted from the timeout; ``io_poll_ready``; the rule that a
 non-blocking poll where every handler has ``io_poll`` makes no system call;
-and the lone handler's hit dispatched straight from the busy round (only when
-nothing may come first, a notification made by the callback kept).
+the lone handler's hit dispatched straight from the busy round (only when
+nothing may come first, a notification made by the callback kept); and no
+eventfd write for a notify() while the loop spins (the late announcement).
 """
 
 from __future__ import annotations
@@ -1054,3 +1055,33 @@ def test_an_exception_from_a_directly_dispatched_io_poll_ready(
     assert ctx.poll(True) is True
     assert state.ready_calls == 2
     assert ctx._notify_me == 0
+
+
+def test_a_notify_while_the_loop_busy_polls_writes_no_eventfd(
+    ctx: AioContext, handlers: Callable[..., PollHandler]
+) -> None:
+    """The announcement comes only before a sleep (QEMU 5.1's order, SPEC 6):
+    a notify() made while the loop spins sets ``notified``, which ends the
+    busy loop, and kicks nothing; one made while it sleeps kicks (the
+    protocol tests in tests/threads show that no wake-up is lost)."""
+    h = handlers(hooks=False)
+    _grow_window_to(ctx, h, 10**10)
+    guard = Guard(ctx, 5000)
+    ctx.poll(False)  # takes the guard's notification
+    kicked: list[bool] = []
+    start = h.polls
+
+    def result() -> bool:
+        if h.polls == start + 3:
+            ctx.notify()
+            kicked.append(ctx._kicked)
+        return False
+
+    h.result = result
+    try:
+        assert ctx.poll(True) is False  # ended by the notification, no progress
+        assert kicked == [False]
+        assert not guard.fired
+        assert h.polls == start + 3  # the round that notified was the last
+    finally:
+        guard.cancel()
