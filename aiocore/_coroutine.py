@@ -530,21 +530,38 @@ def _context_closed(ctx: AioContext) -> None:
             return
         cos = [co for ref in list(home) if (co := ref()) is not None]
         home.clear()  # its entries' callbacks point back at it
-        stranded = [co for co in cos if _stranded(co)]
-        if not stranded:
-            return
-        _warn_lost(
-            stranded,
-            "suspended in a context that closed, waiting to be woken (yield_(), "
-            "CoMutex.lock()); they will never resume there, and left any CoMutex queue "
-            "(close a context after its coroutines finish)",
-        )
-        for co in stranded:
-            mutex = co._waiting_on
-            if mutex is not None:
-                mutex._forget_waiter(co, ctx, hand_on=False)
+        _strand(ctx, [co for co in cos if _stranded(co)])
     except Exception:
         log.exception("naming the coroutines stranded in %r failed", ctx)
+
+
+def _strand(ctx: AioContext, stranded: list[Coroutine]) -> None:
+    """Name *stranded* (suspended in the closed *ctx*) and take them out of CoMutex queues."""
+    if not stranded:
+        return
+    _warn_lost(
+        stranded,
+        "suspended in a context that closed, waiting to be woken (yield_(), "
+        "CoMutex.lock()); they will never resume there, and left any CoMutex queue "
+        "(close a context after its coroutines finish)",
+    )
+    for co in stranded:
+        mutex = co._waiting_on
+        if mutex is not None:
+            mutex._forget_waiter(co, ctx, hand_on=False)
+
+
+def _suspended_after_close(ctx: AioContext, co: Coroutine) -> None:
+    """*co* closed its own context *ctx* while running, then suspended in it.
+
+    ``close()`` saw it running, not suspended, so did not name it; the driver
+    does, now that it has suspended (unless it is scheduled elsewhere).  Never
+    raises, like the closing it completes.
+    """
+    try:
+        _strand(ctx, [co] if _stranded(co) else [])
+    except Exception:
+        log.exception("naming %r, suspended in the closed %r, failed", co, ctx)
 
 
 # -- the driver --------------------------------------------------------------
@@ -625,6 +642,8 @@ def _drive(ctx: AioContext, first: Coroutine) -> None:
                 _post(deferred, co)
             except Exception as err:  # the target context closed meanwhile
                 problems.append(err)
+        if ctx._closed and not finished:  # one test per step: it closed ctx itself
+            _suspended_after_close(ctx, co)
         for problem in problems:
             if isinstance(problem, Exception):
                 try:

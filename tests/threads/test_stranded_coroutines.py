@@ -5,7 +5,9 @@ of.  One suspended in ``yield_()`` or in ``CoMutex.lock()`` was stranded with
 no word; a CoMutex waiter stayed in the mutex's queue; and a waiter whose
 hand-over BH the closing dropped kept the mutex for ever (the next waiter,
 in a live context, never got it).  A sleeping coroutine that was also
-scheduled was named twice.  Each test here fails without the fix, except
+scheduled was named twice.  A coroutine that closed its own context, then
+suspended there, was stranded with no word (``close()`` saw it running).
+Each test here fails without the fix, except
 those marked as guards (of the bookkeeping's references and of what must
 *not* be reported).  No test waits on a clock; the one with a thread uses
 ``run_in_context`` and ``IOThread.stop()``, both bounded.
@@ -187,6 +189,71 @@ def test_a_waiter_in_an_iothread_that_stops_hands_the_queue_to_a_live_waiter(
     assert _mentions(caplog, "io-waiter") == 1 and STRANDED in caplog.text
     assert "skipped" not in caplog.text
     assert h.done and c.done and order == ["main"] and not m.locked
+
+
+# -- a coroutine that closes its own context --------------------------------------
+#
+# close() sees it running, not suspended; the driver names it when it then
+# suspends there (and only then: one that leaves for another context is not).
+
+
+def test_a_coroutine_that_closes_its_own_context_then_yields_is_named(
+    registry: aiocore.PluginRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    doomed = AioContext(registry=registry)
+
+    async def body() -> None:
+        doomed.close()
+        await yield_()
+
+    co = Coroutine(body(), name="self-closer")
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        co_enter(doomed, co)
+    assert not co.done
+    assert f"1 {STRANDED}" in caplog.text  # it was stranded with no word before
+    assert _mentions(caplog, "self-closer") == 1
+
+
+def test_a_coroutine_that_closes_its_own_context_then_waits_for_a_mutex_leaves_the_queue(
+    registry: aiocore.PluginRegistry, plain: AioContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = CoMutex()
+    h = Coroutine(_hold_once(m), name="holder")
+    co_enter(plain, h)
+    doomed = AioContext(registry=registry)
+
+    async def body() -> None:
+        doomed.close()
+        await m.lock()
+
+    w = Coroutine(body(), name="self-closing waiter")
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        co_enter(doomed, w)
+        assert _mentions(caplog, "self-closing waiter") == 1
+        assert "0 waiting" in repr(m)
+        co_wake(h)
+    assert h.done and h.exception() is None and not m.locked  # not handed to w
+    assert not w.done
+
+
+def test_a_coroutine_that_closes_its_own_context_then_leaves_it_is_not_named(
+    registry: aiocore.PluginRegistry, plain: AioContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A guard: scheduled into a live context, it is not stranded, and runs there."""
+    doomed = AioContext(registry=registry)
+    where: list[AioContext | None] = []
+
+    async def body() -> None:
+        doomed.close()
+        await co_reschedule_self(plain)
+        where.append(co.ctx)
+
+    co = Coroutine(body(), name="leaver")
+    with caplog.at_level(logging.WARNING, logger="aiocore"):
+        co_enter(doomed, co)
+        plain.poll(False)
+    assert co.done and co.exception() is None and where == [plain]
+    assert _mentions(caplog, "leaver") == 0
 
 
 # -- the mutex is never left to a coroutine that will not run -------------------
