@@ -18,7 +18,8 @@ Methods belong to the home thread too (or a thread holding ``ctx.acquire()``):
 to hand data over from another thread, use a BH or ``ctx.sources.notifier``.
 From any other thread, a method that makes, changes or closes a socket
 (``listen()``, ``connect()``, ``stream()``, ``datagram()``, and a stream's
-``start()``, ``pause_reading()``, ``resume_reading()``, ``write()``,
+``start()``, ``pause_reading()``, ``resume_reading()``,
+``set_write_limits()``, ``write()``,
 ``writelines()``, ``write_eof()``, ``close()``, ``abort()``, a datagram
 socket's ``send()`` and ``close()``, a listener's ``close()``) raises
 ``RuntimeError`` naming itself, and changes nothing: it is refused before it
@@ -608,7 +609,13 @@ class Stream:
         return self._high, self._low
 
     def set_write_limits(self, high_water: int | None = None, low_water: int | None = None) -> None:
-        """Set the write buffer's marks (default 64 KiB and 16 KiB, or high/4)."""
+        """Set the write buffer's marks (default 64 KiB and 16 KiB, or high/4).
+
+        Home thread, or hold ``ctx.acquire()``: :meth:`write` in the home
+        thread reads both marks, and would otherwise see a new high mark with
+        the old low one.
+        """
+        check_home_thread(self._ctx, "set_write_limits")
         self._high, self._low = _check_limits(high_water, low_water)
 
     # -- interest ------------------------------------------------------------------

@@ -220,6 +220,11 @@ def _resume_reading(ctx: AioContext, peers: Peers) -> Setup:
     return s.resume_reading, lambda: (_stream_state(s), s._read_paused)
 
 
+def _set_write_limits(ctx: AioContext, peers: Peers) -> Setup:
+    s, _b = _started_stream(ctx, peers)
+    return lambda: s.set_write_limits(high_water=1024), lambda: (_stream_state(s), s._high, s._low)
+
+
 def _write(ctx: AioContext, peers: Peers) -> Setup:
     # The kernel would take it whole, so no handler would change; refused
     # all the same, or whether a call is allowed would depend on the peer.
@@ -410,6 +415,7 @@ CASES = [
     Case("Stream.start", "start", _start),
     Case("Stream.pause_reading", "pause_reading", _pause_reading),
     Case("Stream.resume_reading", "resume_reading", _resume_reading),
+    Case("Stream.set_write_limits", "set_write_limits", _set_write_limits),
     Case("Stream.write", "write", _write),
     Case("Stream.write[must buffer]", "write", _write_buffering),
     Case("Stream.writelines", "writelines", _writelines),
