@@ -55,6 +55,15 @@ def _make_removals_raise(
     monkeypatch.setattr(ctx, "set_fd_handler", set_fd_handler)
 
 
+def _assert_all_closed(
+    ctx: AioContext, handles: list[Any], before: set[int], peer: socket.socket
+) -> None:
+    """Every handle closed, none left open in the source, no fd left but the peer's."""
+    assert [h.closed for h in handles] == [True] * len(handles)
+    assert ctx.sources.socket.open_objects == []
+    assert open_fds() - before == {peer.fileno()}, "a socket stayed open"
+
+
 def _socket_handles(ctx: AioContext) -> tuple[list[Any], socket.socket]:
     """A listener, a stream, a datagram socket and a second stream, oldest first."""
     src = ctx.sources.socket
@@ -91,9 +100,7 @@ def test_socket_source_close_closes_every_socket_when_one_removal_raises(
         with pytest.raises(RuntimeError, match=f"^cannot remove fd {datagram.fd}$"):
             ctx.sources.socket.close()
         # Checked at once, with every handle still referenced: nothing is left.
-        assert [h.closed for h in handles] == [True] * 4
-        assert ctx.sources.socket.open_objects == []
-        assert open_fds() - before == {peer.fileno()}, "a socket stayed open"
+        _assert_all_closed(ctx, handles, before, peer)
     finally:
         peer.close()
 
@@ -115,9 +122,7 @@ def test_socket_source_close_goes_on_after_a_base_exception(
         _make_removals_raise(ctx, monkeypatch, {stream.fd: Interrupt("while closing")})
         with pytest.raises(Interrupt, match=r"^while closing$"):
             ctx.sources.socket.close()
-        assert [h.closed for h in handles] == [True] * 4
-        assert ctx.sources.socket.open_objects == []
-        assert open_fds() - before == {peer.fileno()}, "a socket stayed open"
+        _assert_all_closed(ctx, handles, before, peer)
     finally:
         peer.close()
 
